@@ -1,0 +1,129 @@
+//! `ferrowg`: the command-line tool, compatible with `wg` (and later `wg-quick`).
+//!
+//! Every message is meant to be byte-for-byte what `wg` prints, with `argv[0]` used verbatim as
+//! the program name, so scripts written against `wg` keep working unchanged. Each subcommand
+//! lives in its own file and is reached through the single [`SUBCOMMANDS`] table, which also
+//! produces the usage text.
+#![forbid(unsafe_code)]
+
+mod genkey;
+mod pubkey;
+mod stdio;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+use stdio::{print_err, print_out};
+
+/// What a subcommand receives: the program name (`argv[0]` as invoked, for messages) and its
+/// arguments starting with the subcommand name itself (usage messages repeat it as typed).
+type SubcommandFn = fn(prog: &OsStr, args: &[OsString]) -> ExitCode;
+
+struct Subcommand {
+    name: &'static str,
+    run: SubcommandFn,
+    description: &'static str,
+}
+
+/// In `wg`'s order. New subcommands (show, showconf, set, setconf, addconf, syncconf before
+/// genkey; up, down, demo after pubkey) are added here and nowhere else.
+const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "genkey",
+        run: genkey::genkey,
+        description: "Generates a new private key and writes it to stdout",
+    },
+    Subcommand {
+        name: "genpsk",
+        run: genkey::genpsk,
+        description: "Generates a new preshared key and writes it to stdout",
+    },
+    Subcommand {
+        name: "pubkey",
+        run: pubkey::pubkey,
+        description: "Reads a private key from stdin and writes a public key to stdout",
+    },
+];
+
+const VERSION_LINE: &str = concat!(
+    "ferrowg v",
+    env!("CARGO_PKG_VERSION"),
+    " - user-space WireGuard (wg-compatible)\n"
+);
+
+fn usage(prog: &OsStr) -> Vec<u8> {
+    let mut text = b"Usage: ".to_vec();
+    text.extend_from_slice(prog.as_bytes());
+    text.extend_from_slice(b" <cmd> [<args>]\n\nAvailable subcommands:\n");
+    for sub in SUBCOMMANDS {
+        text.extend_from_slice(format!("  {}: {}\n", sub.name, sub.description).as_bytes());
+    }
+    text.extend_from_slice(b"You may pass `--help' to any of these subcommands to view usage.\n");
+    text
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // An empty argv is possible with execve(); a name is still needed for messages.
+    let prog: OsString = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| OsString::from("ferrowg"));
+    let rest = args.get(1..).unwrap_or(&[]);
+
+    // `wg` honours version/help only as the sole argument; `wg help genkey` is an invalid
+    // subcommand, so the same is done here.
+    if rest.len() == 1 {
+        match rest[0].as_bytes() {
+            b"-v" | b"--version" | b"version" => {
+                print_out(VERSION_LINE.as_bytes());
+                return ExitCode::SUCCESS;
+            }
+            b"-h" | b"--help" | b"help" => {
+                print_out(&usage(&prog));
+                return ExitCode::SUCCESS;
+            }
+            _ => {}
+        }
+    }
+
+    let Some(name) = rest.first() else {
+        // TODO(show milestone): with no arguments `wg` runs `show` for all interfaces; until
+        // `show` exists, behave as for a usage error.
+        print_err(&usage(&prog));
+        return ExitCode::FAILURE;
+    };
+
+    match SUBCOMMANDS
+        .iter()
+        .find(|s| name.as_bytes() == s.name.as_bytes())
+    {
+        Some(sub) => (sub.run)(&prog, rest),
+        None => {
+            let mut msg = b"Invalid subcommand: `".to_vec();
+            msg.extend_from_slice(name.as_bytes());
+            msg.extend_from_slice(b"'\n");
+            msg.extend_from_slice(&usage(&prog));
+            print_err(&msg);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_lists_every_subcommand_once_in_table_order() {
+        let text = String::from_utf8(usage(OsStr::new("PROG"))).unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
+        let expected: Vec<&str> = SUBCOMMANDS.iter().map(|s| s.name).collect();
+        assert_eq!(names, expected);
+        assert!(text.starts_with("Usage: PROG <cmd> [<args>]\n\nAvailable subcommands:\n"));
+    }
+}
