@@ -11,13 +11,16 @@
 //! `device`, which ties them together.
 #![forbid(unsafe_code)]
 
+pub mod allowed_ips;
 pub mod constants;
 pub mod cookie;
 pub mod crypto;
+pub mod device;
 pub mod index;
 pub mod keys;
 pub mod messages;
 pub mod noise;
+pub mod peer;
 pub mod ratelimiter;
 pub mod replay;
 pub mod session;
