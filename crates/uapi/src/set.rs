@@ -1,0 +1,287 @@
+//! The body of a `set=1` operation: validating its lines into a [`DeviceSet`], and writing
+//! a [`DeviceSet`] back as the exact text `wg` sends.
+
+use crate::error::{quote, UapiError};
+use crate::model::{AllowedIpChange, DeviceSet, Key, PeerSet};
+use crate::value::push_line;
+use crate::value::{format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix};
+use ferrowg_proto::keys::encode_hex_key;
+use std::collections::HashSet;
+
+/// Accumulates the lines of one `set` body. Nothing is applied anywhere: the caller gets a
+/// [`DeviceSet`] only when every line was valid.
+#[derive(Default)]
+pub(crate) struct SetParser {
+    set: DeviceSet,
+    public_keys_seen: HashSet<Key>,
+}
+
+impl SetParser {
+    /// Validates one line (without its `\n`; never the terminating empty line).
+    pub(crate) fn line(&mut self, raw: &[u8]) -> Result<(), UapiError> {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| UapiError::protocol(None, "a set line is not valid UTF-8"))?;
+        let (key, value) = text.split_once('=').ok_or_else(|| {
+            UapiError::protocol(None, format!("set line {} has no '='", quote(text)))
+        })?;
+        if key == "public_key" {
+            return self.start_peer(value);
+        }
+        match self.set.peers.last_mut() {
+            None => device_line(&mut self.set, key, value),
+            Some(peer) => peer_line(peer, key, value),
+        }
+    }
+
+    fn start_peer(&mut self, value: &str) -> Result<(), UapiError> {
+        let public_key = parse_key(value).ok_or_else(|| {
+            UapiError::invalid(
+                "public_key",
+                format!(
+                    "invalid public_key {}: expected 64 hex digits",
+                    quote(value)
+                ),
+            )
+        })?;
+        // XPLAT: "The same public key value may not repeat during a single message." Two
+        // entries for one peer would also make the typed model ambiguous.
+        if !self.public_keys_seen.insert(public_key) {
+            return Err(UapiError::invalid(
+                "public_key",
+                format!("public_key {} appears twice in one set", quote(value)),
+            ));
+        }
+        self.set.peers.push(PeerSet::new(public_key));
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> DeviceSet {
+        // A removed peer's other lines were validated but have no effect (wireguard-go
+        // turns the entry into a placeholder), so the model does not carry them.
+        for peer in self.set.peers.iter_mut().filter(|p| p.remove) {
+            *peer = PeerSet {
+                remove: true,
+                ..PeerSet::new(peer.public_key)
+            };
+        }
+        self.set
+    }
+}
+
+fn device_line(set: &mut DeviceSet, key: &str, value: &str) -> Result<(), UapiError> {
+    match key {
+        "private_key" => set.private_key = Some(secret_key(key, value)?),
+        "listen_port" => set.listen_port = Some(number(key, value, u16::MAX.into())? as u16),
+        "fwmark" => set.fwmark = Some(number(key, value, u32::MAX.into())? as u32),
+        "replace_peers" => set.replace_peers = flag(key, value)?,
+        _ if is_peer_key(key) => {
+            return Err(UapiError::invalid(
+                key,
+                format!(
+                    "peer key {key} (value {}) before any public_key",
+                    shown(key, value)
+                ),
+            ))
+        }
+        _ => return Err(unknown_key(key, value)),
+    }
+    Ok(())
+}
+
+fn peer_line(peer: &mut PeerSet, key: &str, value: &str) -> Result<(), UapiError> {
+    match key {
+        "remove" => peer.remove = flag(key, value)?,
+        "update_only" => peer.update_only = flag(key, value)?,
+        "preshared_key" => peer.preshared_key = Some(secret_key(key, value)?),
+        "endpoint" => {
+            let endpoint = parse_endpoint(value).map_err(|why| {
+                UapiError::invalid(key, format!("invalid endpoint {}: {why}", quote(value)))
+            })?;
+            peer.endpoint = Some(endpoint);
+        }
+        "persistent_keepalive_interval" => {
+            peer.persistent_keepalive_interval = Some(number(key, value, u16::MAX.into())? as u16)
+        }
+        "replace_allowed_ips" => {
+            peer.replace_allowed_ips = flag(key, value)?;
+            // wireguard-go clears the list when it reads this line, so entries sent before
+            // it in the same message are gone afterwards; dropping them keeps "clear, then
+            // apply allowed_ips in order" equivalent for the daemon.
+            peer.allowed_ips.clear();
+        }
+        "allowed_ip" => {
+            let (remove, prefix) = match value.strip_prefix('-') {
+                Some(prefix) => (true, prefix),
+                None => (false, value),
+            };
+            let (ip, cidr) = parse_prefix(prefix).map_err(|why| {
+                UapiError::invalid(key, format!("invalid allowed_ip {}: {why}", quote(value)))
+            })?;
+            peer.allowed_ips.push(AllowedIpChange { ip, cidr, remove });
+        }
+        "protocol_version" => {
+            // wireguard-go compares the text with "1"; so do we ("01" is refused too).
+            if value != "1" {
+                return Err(UapiError::invalid(
+                    key,
+                    format!(
+                        "unsupported protocol_version {}: only 1 exists",
+                        quote(value)
+                    ),
+                ));
+            }
+            peer.protocol_version = Some(1);
+        }
+        _ if is_device_key(key) => {
+            return Err(UapiError::invalid(
+                key,
+                format!(
+                    "device key {key} (value {}) after the first public_key",
+                    shown(key, value)
+                ),
+            ))
+        }
+        _ => return Err(unknown_key(key, value)),
+    }
+    Ok(())
+}
+
+fn is_device_key(key: &str) -> bool {
+    matches!(
+        key,
+        "private_key" | "listen_port" | "fwmark" | "replace_peers"
+    )
+}
+
+fn is_peer_key(key: &str) -> bool {
+    matches!(
+        key,
+        "remove"
+            | "update_only"
+            | "preshared_key"
+            | "endpoint"
+            | "persistent_keepalive_interval"
+            | "replace_allowed_ips"
+            | "allowed_ip"
+            | "protocol_version"
+    )
+}
+
+fn is_secret_key(key: &str) -> bool {
+    matches!(key, "private_key" | "preshared_key")
+}
+
+/// A value for an error message; secrets are described by length only, because error
+/// messages end up in logs and a near-valid private key is still a private key.
+fn shown(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        format!("<secret, {} characters>", value.len())
+    } else {
+        quote(value)
+    }
+}
+
+fn unknown_key(key: &str, value: &str) -> UapiError {
+    UapiError::invalid(
+        key,
+        format!("unknown key {} (value {})", quote(key), quote(value)),
+    )
+}
+
+fn secret_key(key: &str, value: &str) -> Result<Key, UapiError> {
+    parse_key(value).ok_or_else(|| {
+        UapiError::invalid(
+            key,
+            format!(
+                "invalid {key} {}: expected 64 hex digits",
+                shown(key, value)
+            ),
+        )
+    })
+}
+
+fn number(key: &str, value: &str, max: u64) -> Result<u64, UapiError> {
+    parse_decimal(value, max).ok_or_else(|| {
+        UapiError::invalid(
+            key,
+            format!(
+                "invalid {key} {}: expected a decimal number in 0..={max}",
+                quote(value)
+            ),
+        )
+    })
+}
+
+/// Flags have exactly one valid value; wireguard-go refuses `false` and anything else
+/// rather than treating it as "off".
+fn flag(key: &str, value: &str) -> Result<bool, UapiError> {
+    if value == "true" {
+        Ok(true)
+    } else {
+        Err(UapiError::invalid(
+            key,
+            format!(
+                "invalid {key} {}: the only valid value is true",
+                quote(value)
+            ),
+        ))
+    }
+}
+
+/// The text `wg` sends for `set`: `set=1`, device keys (private_key, listen_port, fwmark,
+/// replace_peers), then per peer public_key and either `remove=true` alone or update_only,
+/// protocol_version, preshared_key, endpoint, persistent_keepalive_interval,
+/// replace_allowed_ips, allowed_ip lines; then an empty line.
+///
+/// `wg` never sends `protocol_version`; it is written (after `update_only`) only when set,
+/// so that every [`DeviceSet`] the parser accepts survives a round trip.
+pub fn emit_set(set: &DeviceSet) -> String {
+    let mut out = String::from("set=1\n");
+    if let Some(key) = &set.private_key {
+        push_line(&mut out, "private_key", encode_hex_key(key));
+    }
+    if let Some(port) = set.listen_port {
+        push_line(&mut out, "listen_port", port);
+    }
+    if let Some(mark) = set.fwmark {
+        push_line(&mut out, "fwmark", mark);
+    }
+    if set.replace_peers {
+        push_line(&mut out, "replace_peers", "true");
+    }
+    for peer in &set.peers {
+        push_line(&mut out, "public_key", encode_hex_key(&peer.public_key));
+        if peer.remove {
+            push_line(&mut out, "remove", "true");
+            continue;
+        }
+        if peer.update_only {
+            push_line(&mut out, "update_only", "true");
+        }
+        if let Some(version) = peer.protocol_version {
+            push_line(&mut out, "protocol_version", version);
+        }
+        if let Some(key) = &peer.preshared_key {
+            push_line(&mut out, "preshared_key", encode_hex_key(key));
+        }
+        if let Some(endpoint) = &peer.endpoint {
+            push_line(&mut out, "endpoint", format_endpoint(endpoint));
+        }
+        if let Some(interval) = peer.persistent_keepalive_interval {
+            push_line(&mut out, "persistent_keepalive_interval", interval);
+        }
+        if peer.replace_allowed_ips {
+            push_line(&mut out, "replace_allowed_ips", "true");
+        }
+        for change in &peer.allowed_ips {
+            let sign = if change.remove { "-" } else { "" };
+            push_line(
+                &mut out,
+                "allowed_ip",
+                format_args!("{sign}{}/{}", change.ip, change.cidr),
+            );
+        }
+    }
+    out.push('\n');
+    out
+}

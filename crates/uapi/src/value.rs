@@ -1,0 +1,192 @@
+//! Value syntax shared by both directions: decimal numbers, hex keys, endpoints, prefixes.
+//! Each parser returns a short reason on failure; callers wrap it with the key and value.
+
+use crate::model::Key;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+/// An unsigned decimal number no greater than `max`: ASCII digits only (no sign, no
+/// spaces, no `0x`), leading zeros allowed. That is what wireguard-go's `ParseUint(v, 10,
+/// bits)` and `wg`'s `isdigit` + `strtoull` both accept, and nothing more. (Rust's own
+/// `u16::from_str` would also take a leading `+`.)
+pub(crate) fn parse_decimal(text: &str, max: u64) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for digit in text.bytes().map(|b| u64::from(b - b'0')) {
+        n = n.checked_mul(10)?.checked_add(digit)?;
+    }
+    (n <= max).then_some(n)
+}
+
+pub(crate) fn parse_key(text: &str) -> Option<Key> {
+    ferrowg_proto::keys::decode_hex_key(text)
+}
+
+pub(crate) fn is_zero_key(key: &Key) -> bool {
+    key.iter().all(|&b| b == 0)
+}
+
+/// A numeric endpoint: `a.b.c.d:port`, `[v6]:port` or `[v6%scope]:port`.
+///
+/// IPv6 must be bracketed (as wireguard-go's parser requires, and as every implementation
+/// prints it) and an IPv4 address must not be. The scope must be a numeric interface index:
+/// resolving names would need `if_nametoindex`, i.e. `unsafe` FFI, and no implementation
+/// prints a name there.
+pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
+    if let Some(inner) = text.strip_prefix('[') {
+        let (host, port) = inner.split_once("]:").ok_or("expected [IPv6]:port")?;
+        let (address, scope) = match host.split_once('%') {
+            Some((address, scope)) => (address, Some(scope)),
+            None => (host, None),
+        };
+        let ip: Ipv6Addr = address
+            .parse()
+            .map_err(|_| "not a numeric IPv6 address inside the brackets")?;
+        let scope_id = match scope {
+            None => 0,
+            Some(scope) => parse_decimal(scope, u64::from(u32::MAX))
+                .ok_or("the scope must be a numeric interface index")?
+                as u32,
+        };
+        let port = parse_port(port)?;
+        Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope_id)))
+    } else {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or("expected IPv4:port or [IPv6]:port")?;
+        let ip: Ipv4Addr = host.parse().map_err(|_| {
+            if host.contains(':') {
+                "an IPv6 endpoint must be written [IPv6]:port"
+            } else {
+                "not a numeric IPv4 address"
+            }
+        })?;
+        let port = parse_port(port)?;
+        Ok(SocketAddr::new(IpAddr::V4(ip), port))
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, &'static str> {
+    parse_decimal(text, u64::from(u16::MAX))
+        .map(|p| p as u16)
+        .ok_or("the port must be a decimal number in 0..=65535")
+}
+
+/// The text form every implementation prints: `a.b.c.d:port`, `[v6]:port`, and `%scope`
+/// inside the brackets when the scope id is not 0. (Flow info is not part of the protocol.)
+pub(crate) fn format_endpoint(endpoint: &SocketAddr) -> String {
+    match endpoint {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+            format!("[{}%{}]:{}", v6.ip(), v6.scope_id(), v6.port())
+        }
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// `IP/cidr`, with cidr at most 32 (IPv4) or 128 (IPv6). Host bits are allowed. The `/cidr`
+/// part is required: only `wg`'s command line supplies a default.
+pub(crate) fn parse_prefix(text: &str) -> Result<(IpAddr, u8), &'static str> {
+    let (address, cidr) = text.split_once('/').ok_or("expected IP/cidr")?;
+    let ip: IpAddr = address.parse().map_err(|_| "not a numeric IP address")?;
+    let max = match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let cidr = parse_decimal(cidr, max).ok_or(match ip {
+        IpAddr::V4(_) => "the prefix length must be a decimal number in 0..=32",
+        IpAddr::V6(_) => "the prefix length must be a decimal number in 0..=128",
+    })?;
+    Ok((ip, cidr as u8))
+}
+
+/// Appends `key=value\n`.
+pub(crate) fn push_line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{key}={value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_accepts_digits_only() {
+        assert_eq!(parse_decimal("0", 10), Some(0));
+        assert_eq!(parse_decimal("0051820", 65535), Some(51820));
+        assert_eq!(parse_decimal("65535", 65535), Some(65535));
+        assert_eq!(parse_decimal("65536", 65535), None);
+        assert_eq!(
+            parse_decimal("18446744073709551615", u64::MAX),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_decimal("18446744073709551616", u64::MAX), None);
+        for bad in ["", "+1", "-1", " 1", "1 ", "0x10", "1_0", "١"] {
+            assert_eq!(parse_decimal(bad, u64::MAX), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_parse_and_print_back() {
+        for text in [
+            "192.0.2.1:51820",
+            "[2001:db8::5]:51820",
+            "[fe80::1%2]:51820",
+            "[::ffff:192.0.2.1]:1",
+            "0.0.0.0:0",
+        ] {
+            let parsed = parse_endpoint(text).unwrap();
+            assert_eq!(format_endpoint(&parsed), text);
+        }
+        let scoped = parse_endpoint("[fe80::1%2]:51820").unwrap();
+        match scoped {
+            SocketAddr::V6(v6) => assert_eq!(v6.scope_id(), 2),
+            SocketAddr::V4(_) => panic!("v4"),
+        }
+        for bad in [
+            "192.0.2.1",
+            "192.0.2.1:",
+            "192.0.2.1:65536",
+            "192.0.2.1:+5",
+            "::1:51820",
+            "[::1]",
+            "[::1]:",
+            "[::1]51820",
+            "[192.0.2.1]:5",
+            "[fe80::1%eth0]:5",
+            "[fe80::1%]:5",
+            "example.com:51820",
+            "",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(
+            parse_prefix("10.0.0.1/24").unwrap(),
+            ("10.0.0.1".parse().unwrap(), 24)
+        );
+        assert_eq!(parse_prefix("::/0").unwrap(), ("::".parse().unwrap(), 0));
+        assert_eq!(
+            parse_prefix("2001:db8::/128").unwrap(),
+            ("2001:db8::".parse().unwrap(), 128)
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/ 8",
+            "10.0.0/8",
+            "fe80::1%2/64",
+            "10.0.0.0/8/8",
+        ] {
+            assert!(parse_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}
