@@ -1,0 +1,13 @@
+//! `ferrowg-device`: the data plane and daemon around the sans-IO `ferrowg-proto` engine —
+//! TUN and UDP I/O, the UAPI server, and the process contract of wireguard-go.
+//!
+//! Unsafe code lives only in the thin OS wrappers (`tun`, `sys`, and descriptor adoption in
+//! `daemon`), each block with a `SAFETY:` comment.
+
+pub mod apply;
+pub mod daemon;
+pub mod icmp;
+pub mod log;
+pub mod sys;
+pub mod tun;
+pub mod udp;
