@@ -18,7 +18,7 @@ use crate::log::{peer_name, Level, Logger};
 use crate::sys;
 use crate::tun::Tun;
 use crate::udp::UdpSockets;
-use ferrowg_proto::device::{Device, Event, Outgoing, Received};
+use ferrowg_proto::device::{Device, Event, Outgoing, Received, UNDER_LOAD_BACKLOG};
 use ferrowg_proto::peer::Endpoint;
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
 use std::io::{self, BufReader, BufWriter, Write};
@@ -43,6 +43,7 @@ pub const DEFAULT_MTU: u32 = 1420;
 
 pub struct Shared {
     engine: Mutex<Engine>,
+    clock: Clock,
     log: Logger,
     shutdown: AtomicBool,
     /// The UAPI socket path this process created, removed on exit.
@@ -50,7 +51,42 @@ pub struct Shared {
     socket_ino: Option<u64>,
 }
 
+/// The engine's time. Normally the monotonic clock; `FERROWGD_TEST_TIME_SCALE=N` (tests only)
+/// makes protocol time run N times faster, so rekeying and the other two-minute rules can be
+/// exercised against real peers in seconds. The sans-IO engine makes this a one-line change.
+struct Clock {
+    base: Instant,
+    scale: u32,
+}
+
+impl Clock {
+    fn from_env() -> Clock {
+        let scale = std::env::var("FERROWGD_TEST_TIME_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&s| s >= 1)
+            .unwrap_or(1);
+        Clock {
+            base: Instant::now(),
+            scale,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        let real = Instant::now();
+        if self.scale == 1 {
+            real
+        } else {
+            self.base + (real - self.base) * self.scale
+        }
+    }
+}
+
 impl Shared {
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -240,7 +276,7 @@ fn tun_reader(shared: Arc<Shared>, mut tun: Tun) {
         if n == 0 {
             continue;
         }
-        let now = Instant::now();
+        let now = shared.now();
         let sockets = {
             let mut engine = shared.lock();
             for i in 0..n {
@@ -302,13 +338,26 @@ fn udp_reader(shared: Arc<Shared>, sock: Arc<UdpSocket>, generation: u64, mut tu
                 Err(_) => break,
             }
         }
-        let now = Instant::now();
+        let now = shared.now();
         let sockets = {
             let mut engine = shared.lock();
             if engine.socket_generation != generation {
                 return;
             }
             deliver.clear();
+            // A full batch means more datagrams are still waiting in the socket: if most of
+            // it is handshakes, we have a handshake backlog, the kernel's "under load" signal
+            // (cookies and per-source rate limiting then apply).
+            if meta.len() == BATCH {
+                let handshakes = meta
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &(len, _))| len > 0 && matches!(bufs[i][0], 1 | 2))
+                    .count();
+                if handshakes >= BATCH / 2 {
+                    engine.dev.note_handshake_backlog(now, UNDER_LOAD_BACKLOG);
+                }
+            }
             for (i, &(len, from)) in meta.iter().enumerate() {
                 let from = Endpoint::new(canonical(from));
                 match engine.dev.handle_datagram(now, from, &mut bufs[i][..len]) {
@@ -365,13 +414,13 @@ fn spawn_udp_readers(shared: &Arc<Shared>, engine: &Engine, tun: &Tun) {
 
 fn timer_loop(shared: Arc<Shared>) {
     let mut out = TxBatch::new();
-    let mut last_watch = Instant::now();
+    let mut last_watch = shared.now();
     loop {
         std::thread::sleep(TIMER_TICK);
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let now = Instant::now();
+        let now = shared.now();
         let sockets = {
             let mut engine = shared.lock();
             engine.dev.set_wall_clock(now, unix_now());
@@ -418,7 +467,7 @@ fn handle_uapi_conn(shared: &Arc<Shared>, conn: UnixStream, tun: &Tun) -> io::Re
                 write_get_response(&mut writer, &info)?;
             }
             Ok(Some(Request::Set(set))) => {
-                let now = Instant::now();
+                let now = shared.now();
                 let mut out = TxBatch::new();
                 let (result, sockets) = {
                     let mut engine = shared.lock();
@@ -536,7 +585,14 @@ pub fn run(opts: Options) -> i32 {
     let _ = sys::set_cloexec(tun.raw_fd());
     let _ = sys::set_cloexec(listener.as_raw_fd());
 
-    let now = Instant::now();
+    let clock = Clock::from_env();
+    if clock.scale != 1 {
+        log.error(format!(
+            "FERROWGD_TEST_TIME_SCALE={}: protocol timers run faster (tests only)",
+            clock.scale
+        ));
+    }
+    let now = clock.now();
     let rng = Box::new(rand_core::OsRng);
     let mut dev = Device::new(rng, now, unix_now());
     dev.enable_events(level >= Level::Verbose);
@@ -561,6 +617,7 @@ pub fn run(opts: Options) -> i32 {
         .map(|m| m.ino());
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
+        clock,
         log: log.clone(),
         shutdown: AtomicBool::new(false),
         socket_path,
