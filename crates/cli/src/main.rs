@@ -6,9 +6,16 @@
 //! produces the usage text.
 #![forbid(unsafe_code)]
 
+mod config;
 mod genkey;
+mod ipc;
 mod pubkey;
+mod set;
+mod setconf;
+mod show;
+mod showconf;
 mod stdio;
+mod terminal;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -28,6 +35,37 @@ struct Subcommand {
 /// In `wg`'s order. New subcommands (show, showconf, set, setconf, addconf, syncconf before
 /// genkey; up, down, demo after pubkey) are added here and nowhere else.
 const SUBCOMMANDS: &[Subcommand] = &[
+    Subcommand {
+        name: "show",
+        run: show::show,
+        description: "Shows the current configuration and device information",
+    },
+    Subcommand {
+        name: "showconf",
+        run: showconf::showconf,
+        description:
+            "Shows the current configuration of a given WireGuard interface, for use with `setconf'",
+    },
+    Subcommand {
+        name: "set",
+        run: set::set,
+        description: "Change the current configuration, add peers, remove peers, or change peers",
+    },
+    Subcommand {
+        name: "setconf",
+        run: setconf::setconf,
+        description: "Applies a configuration file to a WireGuard interface",
+    },
+    Subcommand {
+        name: "addconf",
+        run: setconf::addconf,
+        description: "Appends a configuration file to a WireGuard interface",
+    },
+    Subcommand {
+        name: "syncconf",
+        run: setconf::syncconf,
+        description: "Synchronizes a configuration file to a WireGuard interface",
+    },
     Subcommand {
         name: "genkey",
         run: genkey::genkey,
@@ -88,10 +126,8 @@ fn main() -> ExitCode {
     }
 
     let Some(name) = rest.first() else {
-        // TODO(show milestone): with no arguments `wg` runs `show` for all interfaces; until
-        // `show` exists, behave as for a usage error.
-        print_err(&usage(&prog));
-        return ExitCode::FAILURE;
+        // With no arguments `wg` runs `show` for all interfaces, as if invoked as `show`.
+        return show::show(&prog, &[OsString::from("show")]);
     };
 
     match SUBCOMMANDS

@@ -74,9 +74,9 @@ pub fn apply_set(engine: &mut Engine, set: &DeviceSet, now: Instant) -> Result<A
         engine.dev.remove_all_peers();
     }
     if let Some(key) = set.private_key {
-        engine
-            .dev
-            .set_private_key(Some(PrivateKey::from_bytes(key)));
+        // All zeros means "remove the key"; test before clamping, which would make it non-zero.
+        let key = (key != [0u8; 32]).then(|| PrivateKey::from_bytes(key));
+        engine.dev.set_private_key(key);
     }
     for p in &set.peers {
         let public = PublicKey(p.public_key);
