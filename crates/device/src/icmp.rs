@@ -44,6 +44,14 @@ fn v4(packet: &[u8], out: &mut [u8]) -> Option<usize> {
     if u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff != 0 {
         return None;
     }
+    // Nor a datagram sent to a group (multicast, limited broadcast), or whose source is not a
+    // single host (zero, loopback, multicast, broadcast, class E): RFC 1122 §3.2.2, as the
+    // kernel's icmp_send. The kernel's own multicast/broadcast traffic (IGMP, mDNS, …) routed
+    // into the tunnel must not come back as an error whose *source* would be the group.
+    let (src, dst) = (&packet[12..16], &packet[16..20]);
+    if dst[0] >= 224 || src[0] >= 224 || src[0] == 127 || src == [0, 0, 0, 0] {
+        return None;
+    }
     let quoted = packet.len().min(ihl + 8);
     let total = 20 + 8 + quoted;
     if out.len() < total {
@@ -73,6 +81,14 @@ fn v6(packet: &[u8], out: &mut [u8]) -> Option<usize> {
     }
     if packet[6] == 58 && packet.len() > 40 && packet[40] < 128 {
         return None; // an ICMPv6 error itself
+    }
+    // Nor a packet sent to a multicast address (router solicitations, MLD reports the
+    // kernel sends on every interface), nor one whose source is unspecified or multicast:
+    // RFC 4443 §2.4 (e), as the kernel's icmp6_send. Answering would write an error whose
+    // source is the multicast group into the TUN.
+    let (src, dst) = (&packet[8..24], &packet[24..40]);
+    if dst[0] == 0xff || src[0] == 0xff || src.iter().all(|&b| b == 0) {
+        return None;
     }
     let quoted = packet.len().min(1280 - 48);
     let total = 48 + quoted;
@@ -139,5 +155,54 @@ mod tests {
         sum += sum_words(&out[40..n]);
         assert_eq!(fold(sum), 0);
         assert_eq!((out[40], out[41]), (1, 3));
+    }
+
+    #[test]
+    fn group_and_unspecified_addresses_are_never_answered() {
+        let mut out = [0u8; 1500];
+        let v4 = |src: [u8; 4], dst: [u8; 4]| {
+            let mut p = vec![0u8; 28];
+            p[0] = 0x45;
+            p[9] = 17;
+            p[12..16].copy_from_slice(&src);
+            p[16..20].copy_from_slice(&dst);
+            p
+        };
+        assert!(unreachable(&v4([10, 0, 0, 1], [10, 9, 9, 9]), &mut out).is_some());
+        for (src, dst) in [
+            ([10, 0, 0, 1], [224, 0, 0, 22]),      // IGMP report
+            ([10, 0, 0, 1], [255, 255, 255, 255]), // limited broadcast
+            ([0, 0, 0, 0], [10, 9, 9, 9]),
+            ([127, 0, 0, 1], [10, 9, 9, 9]),
+            ([240, 0, 0, 1], [10, 9, 9, 9]),
+        ] {
+            assert_eq!(
+                unreachable(&v4(src, dst), &mut out),
+                None,
+                "{src:?} → {dst:?}"
+            );
+        }
+        let v6 = |src: [u8; 16], dst: [u8; 16]| {
+            let mut p = vec![0u8; 48];
+            p[0] = 0x60;
+            p[6] = 58;
+            p[40] = 133; // router solicitation
+            p[8..24].copy_from_slice(&src);
+            p[24..40].copy_from_slice(&dst);
+            p
+        };
+        let mut link_local = [0u8; 16];
+        link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+        link_local[15] = 1;
+        let mut all_routers = [0u8; 16];
+        all_routers[..2].copy_from_slice(&[0xff, 0x02]);
+        all_routers[15] = 2;
+        let mut unicast = [0u8; 16];
+        unicast[0] = 0xfd;
+        unicast[15] = 2;
+        assert!(unreachable(&v6(link_local, unicast), &mut out).is_some());
+        assert_eq!(unreachable(&v6(link_local, all_routers), &mut out), None);
+        assert_eq!(unreachable(&v6([0; 16], unicast), &mut out), None);
+        assert_eq!(unreachable(&v6(all_routers, unicast), &mut out), None);
     }
 }

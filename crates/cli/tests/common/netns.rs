@@ -34,9 +34,12 @@
 //!   [`add_address`], [`link_up`].
 //! * [`tunnel_pair`]: all of the above for two peers in one call ([`TunnelPair`]).
 //! * [`in_netns`] / [`spawn_in_netns`]: run Rust code in a thread inside a namespace.
-//! * [`tcp_transfer`]: a checksum-exact TCP stream across a tunnel, bounded in time.
+//! * [`tcp_transfer`]: a checksum-exact TCP stream across a tunnel, bounded in time;
+//!   [`tcp_transfer_paced`] caps its rate, so it lasts long enough to change things under it.
 //! * [`ping`], [`transfers`], [`peer_transfer`], [`latest_handshake`], [`uapi_get`],
-//!   [`handshake_completed`], [`datagram_losses`].
+//!   [`handshake_completed`], [`datagram_losses`], [`link_stat`], [`Netns::pids`],
+//!   [`Netns::has_link`].
+//! * [`Capture`]: a `tcpdump` capture on an interface (packet lines, UDP payloads).
 //!
 //! # Names and addresses
 //!
@@ -399,6 +402,24 @@ impl Netns {
     /// daemons started by other means, e.g. `wg-quick`).
     pub fn track_socket(&self, ifname: &str) {
         lock(&self.sockets).push(uapi_socket(ifname));
+    }
+
+    /// Process ids of everything running inside the namespace (`ip netns pids`), e.g. a
+    /// daemon that forked itself away from the process we started.
+    pub fn pids(&self) -> Vec<u32> {
+        netns_pids(&self.name)
+    }
+
+    /// Whether interface `ifname` exists in this namespace.
+    pub fn has_link(&self, ifname: &str) -> bool {
+        ip_command()
+            .args(["-n", &self.name, "link", "show", "dev", ifname])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 }
 
@@ -1524,6 +1545,43 @@ pub fn tcp_transfer_with_timeout(
     bytes: u64,
     timeout: Duration,
 ) -> Transfer {
+    transfer(server_ns, server_addr, client_ns, bytes, timeout, None)
+}
+
+/// [`tcp_transfer`] whose client writes at most `bytes_per_s` on average (64 KiB writes
+/// spaced out), so the transfer lasts about `bytes / bytes_per_s` seconds whatever the
+/// machine's speed — for tests that must change something *while* data flows (roaming,
+/// rekeying), without saturating the CPUs other tests share. Overall timeout: twice the
+/// expected duration plus 60 s. Keep `bytes_per_s` well above 64 KiB per 20 s (the stall
+/// limit), e.g. ≥ 1 MB/s.
+pub fn tcp_transfer_paced(
+    server_ns: &Netns,
+    server_addr: IpAddr,
+    client_ns: &Netns,
+    bytes: u64,
+    bytes_per_s: u64,
+) -> Transfer {
+    assert!(bytes_per_s > 0, "a pace of 0 bytes/s never ends");
+    let expected = Duration::from_secs_f64(bytes as f64 / bytes_per_s as f64);
+    let timeout = expected * 2 + Duration::from_secs(60);
+    transfer(
+        server_ns,
+        server_addr,
+        client_ns,
+        bytes,
+        timeout,
+        Some(bytes_per_s),
+    )
+}
+
+fn transfer(
+    server_ns: &Netns,
+    server_addr: IpAddr,
+    client_ns: &Netns,
+    bytes: u64,
+    timeout: Duration,
+    pace: Option<u64>,
+) -> Transfer {
     static SEED: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
     let seed =
         SEED.fetch_add(0x6a09_e667_f3bc_c909, Ordering::Relaxed) ^ u64::from(std::process::id());
@@ -1560,7 +1618,7 @@ pub fn tcp_transfer_with_timeout(
     let client_bounds = bounds.clone();
     let client = spawn_in_netns(client_ns, move || {
         let bounds = client_bounds;
-        let r = send(target, seed, bytes, &bounds);
+        let r = send(target, seed, bytes, &bounds, pace);
         if r.2.is_some() {
             bounds.stop.store(true, Ordering::SeqCst);
         }
@@ -1726,6 +1784,7 @@ fn send(
     seed: u64,
     bytes: u64,
     bounds: &Bounds,
+    pace: Option<u64>,
 ) -> (u64, Instant, Option<String>) {
     let start = Instant::now();
     let mut conn = match TcpStream::connect_timeout(&target, STALL) {
@@ -1740,6 +1799,20 @@ fn send(
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
     while sent < bytes {
+        if let Some(rate) = pace {
+            // Not ahead of schedule: `sent` bytes are due `sent / rate` seconds after start.
+            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(TICK));
+                if let Err(why) = bounds.check("client", Instant::now(), sent) {
+                    return (sent, start, Some(why));
+                }
+                continue;
+            }
+            // Waiting for the schedule is not a stall.
+            last_progress = last_progress.max(due);
+        }
         let n = (bytes - sent).min(buf.len() as u64) as usize;
         stream.fill(&mut buf[..n]);
         let mut off = 0;
@@ -1798,6 +1871,159 @@ fn send(
     let acked = u64::from_le_bytes(ack);
     let error = (acked != sent).then(|| format!("server acknowledged {acked} of {sent} bytes"));
     (sent, start, error)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interface statistics and packet captures
+
+/// `/sys/class/net/IFNAME/statistics/STAT` inside `ns` (e.g. `rx_packets`; for a TUN
+/// interface, "rx" is what the daemon wrote into it, i.e. delivered from the tunnel).
+pub fn link_stat(ns: &Netns, ifname: &str, stat: &str) -> u64 {
+    let path = format!("/sys/class/net/{ifname}/statistics/{stat}");
+    let text = ns.run("cat", &[&path]);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{path} in {}: {text:?}", ns.name))
+}
+
+/// A `tcpdump` capture on one interface of a namespace, written packet by packet to a pcap
+/// file in the scratch directory (removed on drop unless `FERROWG_NETNS_KEEP_LOGS=1`). Needs
+/// `tcpdump` ([`find_program`]); call [`skip`] when it is missing.
+pub struct Capture {
+    process: Process,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i IFNAME -n --immediate-mode -B 32768 -U -w FILE FILTER` (a 32 MiB
+    /// buffer: bursts of a few thousand datagrams are not dropped) and returns once it is
+    /// listening.
+    pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Capture {
+        let tcpdump = find_program("tcpdump").expect("tcpdump not found");
+        let file = scratch_file(&format!("{ifname}.pcap"));
+        let path = file.to_str().expect("scratch paths are UTF-8").to_string();
+        // `-Z root`: Debian's tcpdump otherwise drops to user `tcpdump`, which cannot write
+        // into the scratch directory.
+        let process = ns.spawn(
+            &format!("tcpdump-{ifname}"),
+            tcpdump,
+            &[
+                "-i",
+                ifname,
+                "-n",
+                "--immediate-mode",
+                "-B",
+                "32768",
+                "-U",
+                "-Z",
+                "root",
+                "-w",
+                &path,
+                filter,
+            ],
+            &[],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process.log().contains("listening on") {
+            if process.exited().is_some() || Instant::now() > deadline {
+                process.dump_log();
+                panic!("tcpdump on {ifname} in {} did not start", ns.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Capture { process, file }
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Stops the capture (after a 200 ms grace for packets in flight; SIGTERM, on which
+    /// tcpdump flushes and closes the file) and returns the packets as `tcpdump -n -r`
+    /// prints them, one line each.
+    pub fn stop(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(200));
+        if self.process.stop(Duration::from_secs(5)).is_none() {
+            self.process.signal(libc::SIGKILL);
+            let _ = self.process.wait_exit(Duration::from_secs(2));
+        }
+        let tcpdump = find_program("tcpdump").expect("tcpdump not found");
+        let out = run_captured(
+            Command::new(tcpdump).arg("-n").arg("-r").arg(&self.file),
+            "tcpdump -r",
+        );
+        assert!(
+            out.status.success(),
+            "tcpdump -r {}: {}",
+            self.file.display(),
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The UDP payloads in the capture file, in order (Ethernet links, IPv4 or IPv6 without
+    /// extension headers: what veth captures of WireGuard traffic look like).
+    pub fn udp_payloads(&self) -> Vec<Vec<u8>> {
+        let data = std::fs::read(&self.file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", self.file.display()));
+        pcap_udp_payloads(&data)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.process.exited().is_none() {
+            self.process.signal(libc::SIGKILL);
+        }
+        if !keep_logs() && !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+/// UDP payloads of a classic pcap file with Ethernet framing (see [`Capture::udp_payloads`]).
+pub fn pcap_udp_payloads(data: &[u8]) -> Vec<Vec<u8>> {
+    assert!(data.len() >= 24, "pcap file too short");
+    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
+    let le = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        m => panic!("not a pcap file (magic {m:#x})"),
+    };
+    let u32_at = |b: &[u8], i: usize| {
+        let w: [u8; 4] = b[i..i + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    assert_eq!(u32_at(data, 20), 1, "pcap link type is not Ethernet");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = u32_at(data, at + 8) as usize;
+        let frame = &data[at + 16..(at + 16 + incl).min(data.len())];
+        at += 16 + incl;
+        if frame.len() < 14 {
+            continue;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let ip = &frame[14..];
+        let udp = match ethertype {
+            0x0800 if ip.len() >= 20 && ip[9] == 17 => &ip[usize::from(ip[0] & 0x0f) * 4..],
+            0x86dd if ip.len() >= 40 && ip[6] == 17 => &ip[40..],
+            _ => continue,
+        };
+        if udp.len() >= 8 {
+            let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+            out.push(udp[8..len.clamp(8, udp.len())].to_vec());
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
