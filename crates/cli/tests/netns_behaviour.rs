@@ -1500,3 +1500,48 @@ fn version_and_usage() {
         assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
     }
 }
+
+/// No peer covers the destination: the packet is dropped and the sender gets an ICMP
+/// "unreachable" from the interface at once (IPv4 host unreachable, IPv6 address
+/// unreachable), as with the kernel module, instead of waiting for a timeout.
+#[test]
+fn packet_without_route_gets_icmp_unreachable() {
+    if !require_netns() {
+        return;
+    }
+    let pair = tunnel_pair(
+        &DaemonKind::Ferrowgd,
+        &DaemonKind::Ferrowgd,
+        &PairOptions::default(),
+    );
+    let a = &pair.a;
+    assert!(
+        ping(&a.ns, pair.b.inner(Family::V4), 1),
+        "tunnel ping failed"
+    );
+    // Routed into the interface, but in nobody's allowed IPs.
+    a.ns.ip(&["route", "add", "198.51.100.250/32", "dev", a.ifname()]);
+    a.ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:ffff::250/128",
+        "dev",
+        a.ifname(),
+    ]);
+    for (target, expect) in [
+        ("198.51.100.250", "Destination Host Unreachable"),
+        (
+            "fd00:ffff::250",
+            "Destination unreachable: Address unreachable",
+        ),
+    ] {
+        let out = a.ns.try_run("ping", &["-c", "1", "-W", "2", target]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "ping {target} succeeded: {text}");
+        assert!(
+            text.contains(expect),
+            "ping {target}: expected `{expect}`, got: {text}"
+        );
+    }
+}
