@@ -1,10 +1,10 @@
 //! `ferrowgd`: the process around the engine. It owns the TUN, the UDP sockets and the UAPI
 //! socket, and runs four kinds of threads:
 //!
-//! - the TUN reader: takes a batch of packets, routes and seals them under one lock, then sends
-//!   them;
-//! - one UDP reader per socket: takes a batch of datagrams, opens them under one lock, then
-//!   writes the packets to the TUN and sends any replies;
+//! - the TUN reader: takes a batch of packets (a split super-packet with TUN offloads), routes
+//!   and seals them under one lock into GSO runs, then sends them (`pipeline`);
+//! - one UDP reader per socket: takes a batch of GRO buffers, opens them under one lock, then
+//!   writes the packets to the TUN coalesced and sends any replies;
 //! - the timer thread: runs the protocol timers and watches for the UAPI socket vanishing;
 //! - the UAPI server: one thread per connection.
 //!
@@ -15,14 +15,16 @@
 use crate::apply::{apply_set, device_info, Engine};
 use crate::icmp;
 use crate::log::{peer_name, Level, Logger};
+use crate::pipeline::{drain_transmits, open_batch, RecvBatch, SendArena};
 use crate::sys;
 use crate::tun::Tun;
+use crate::tun_io::{TunDevice, TunReader, TunWriter};
 use crate::udp::UdpSockets;
-use ferrowg_proto::device::{Device, Event, Outgoing, Received, UNDER_LOAD_BACKLOG};
-use ferrowg_proto::peer::Endpoint;
+use crate::udp_io::UdpIo;
+use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
+use ferrowg_proto::device::{Device, Event, Outgoing, UNDER_LOAD_BACKLOG};
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
-use std::io::{self, BufReader, BufWriter, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -31,10 +33,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Packets per batch between stages.
-const BATCH: usize = 32;
-/// Room for the largest datagram or packet we handle.
-const BUF_LEN: usize = 65_536 + 64;
 /// How often idle threads look at the shutdown flag (ms).
 const POLL_MS: i32 = 500;
 const TIMER_TICK: Duration = Duration::from_millis(50);
@@ -92,70 +90,24 @@ impl Shared {
     }
 }
 
-/// A datagram to send after the lock is released.
-struct Tx {
-    to: SocketAddr,
-    buf: Vec<u8>,
-    len: usize,
-}
-
-/// Reusable send buffers (no allocation per packet once warmed up).
-struct TxBatch {
-    items: Vec<Tx>,
-    used: usize,
-}
-
-impl TxBatch {
-    fn new() -> Self {
-        TxBatch {
-            items: Vec::new(),
-            used: 0,
-        }
-    }
-    fn slot(&mut self) -> &mut Tx {
-        if self.used == self.items.len() {
-            self.items.push(Tx {
-                to: SocketAddr::from(([0, 0, 0, 0], 0)),
-                buf: vec![0; BUF_LEN],
-                len: 0,
-            });
-        }
-        self.used += 1;
-        &mut self.items[self.used - 1]
-    }
-    fn unslot(&mut self) {
-        self.used -= 1;
-    }
-    fn send(&mut self, sockets: &Option<UdpSockets>) {
-        if let Some(s) = sockets {
-            for tx in &self.items[..self.used] {
-                let _ = s.send_to(&tx.buf[..tx.len], tx.to);
-            }
-        }
-        self.used = 0;
-    }
-}
-
-/// Moves everything the engine wants to send into `batch`, and logs its events.
-fn drain(engine: &mut Engine, now: Instant, batch: &mut TxBatch, log: &Logger) {
-    loop {
-        let slot = batch.slot();
-        match engine.dev.poll_transmit(now, &mut slot.buf) {
-            Some(t) => {
-                slot.to = t.to.addr;
-                slot.len = t.len;
-            }
-            None => {
-                batch.unslot();
-                break;
-            }
-        }
-    }
+/// Moves everything the engine wants to send into `arena`, and logs its events.
+fn drain(engine: &mut Engine, now: Instant, arena: &mut SendArena, log: &Logger) {
+    let segments = max_segments(engine);
+    drain_transmits(&mut engine.dev, now, arena, segments);
     if log.enabled(Level::Verbose) {
         while let Some(e) = engine.dev.poll_event() {
             log.verbose(describe(&engine.dev, e));
         }
     }
+}
+
+/// GSO segments per send on the current sockets (1 = no GSO).
+fn max_segments(engine: &Engine) -> usize {
+    engine
+        .sockets
+        .as_ref()
+        .and_then(|s| s.io4.as_ref().or(s.io6.as_ref()))
+        .map_or(1, |io| io.max_segments())
 }
 
 fn describe(dev: &Device, e: Event) -> String {
@@ -236,89 +188,74 @@ pub fn exit(shared: &Shared, code: i32) -> ! {
     std::process::exit(code)
 }
 
-fn tun_reader(shared: Arc<Shared>, mut tun: Tun) {
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF_LEN]).collect();
-    let mut lens = [0usize; BATCH];
-    let mut out = TxBatch::new();
-    let mut icmp_out = Vec::new();
+fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
+    let mut reader = match TunReader::new(dev.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.log.error(format!("TUN reader: {e}"));
+            exit(&shared, 1);
+        }
+    };
+    let mut writer = TunWriter::new(dev).expect("TUN writer");
+    let mut arena = SendArena::default();
+    let mut unreachable: Vec<usize> = Vec::new();
     let mut icmp_buf = vec![0u8; 1500];
-    let _ = sys::set_nonblocking(tun.raw_fd(), true);
     loop {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        match sys::wait_readable(tun.raw_fd(), POLL_MS) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let n = match reader.read_batch(POLL_MS) {
+            Ok(n) => n,
             Err(e) => {
-                shared.log.error(format!("TUN poll failed: {e}"));
-                exit(&shared, 1);
+                // The interface was deleted (or moved away and deleted): we are done.
+                shared
+                    .log
+                    .verbose(format!("TUN read failed ({e}); interface gone"));
+                exit(&shared, 0);
             }
-        }
-        let mut n = 0;
-        while n < BATCH {
-            match tun.recv(&mut bufs[n][..BUF_LEN - 64]) {
-                Ok(len) => {
-                    lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // The interface was deleted (or moved away and deleted): we are done.
-                    shared
-                        .log
-                        .verbose(format!("TUN read failed ({e}); interface gone"));
-                    exit(&shared, 0);
-                }
-            }
-        }
+        };
         if n == 0 {
             continue;
         }
         let now = shared.now();
         let sockets = {
             let mut engine = shared.lock();
+            let segments = max_segments(&engine);
+            let room = engine.dev.mtu().max(1) + TRANSPORT_OVERHEAD + PADDING_MULTIPLE;
             for i in 0..n {
-                let slot = out.slot();
-                match engine
-                    .dev
-                    .handle_outgoing(now, &bufs[i][..lens[i]], &mut slot.buf)
-                {
-                    Outgoing::Sent { to, len, .. } => {
-                        slot.to = to.addr;
-                        slot.len = len;
-                    }
-                    Outgoing::NoRoute | Outgoing::NoEndpoint { .. } => {
-                        out.unslot();
-                        icmp_out.push(i);
-                    }
-                    _ => out.unslot(),
+                let packet = &reader.bufs[i][..reader.sizes[i]];
+                let tail =
+                    arena.tail(room.max(packet.len() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE));
+                match engine.dev.handle_outgoing(now, packet, tail) {
+                    Outgoing::Sent { to, len, .. } => arena.commit(to.addr, len, segments),
+                    Outgoing::NoRoute | Outgoing::NoEndpoint { .. } => unreachable.push(i),
+                    _ => {}
                 }
             }
-            drain(&mut engine, now, &mut out, &shared.log);
+            drain(&mut engine, now, &mut arena, &shared.log);
             engine.sockets.clone()
         };
-        out.send(&sockets);
-        for i in icmp_out.drain(..) {
-            if let Some(len) = icmp::unreachable(&bufs[i][..lens[i]], &mut icmp_buf) {
-                let _ = tun.send(&icmp_buf[..len]);
+        arena.send_all(&sockets);
+        for i in unreachable.drain(..) {
+            if let Some(len) = icmp::unreachable(&reader.bufs[i][..reader.sizes[i]], &mut icmp_buf)
+            {
+                writer.write_now(&icmp_buf[..len]);
             }
         }
     }
 }
 
-fn udp_reader(shared: Arc<Shared>, sock: Arc<UdpSocket>, generation: u64, mut tun: Tun) {
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF_LEN]).collect();
-    let mut meta: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
-    let mut deliver: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH);
-    let mut out = TxBatch::new();
-    let _ = sock.set_nonblocking(true);
+fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<TunDevice>) {
+    let mut batch = RecvBatch::default();
+    let mut writer = TunWriter::new(dev).expect("TUN writer");
+    let mut arena = SendArena::default();
+    let fd = io.sock.as_raw_fd();
+    let _ = io.sock.set_nonblocking(true);
     loop {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        match sys::wait_readable(sock.as_raw_fd(), POLL_MS) {
+        match sys::wait_readable(fd, POLL_MS) {
             Ok(true) => {}
             Ok(false) => {
                 if shared.lock().socket_generation != generation {
@@ -328,92 +265,77 @@ fn udp_reader(shared: Arc<Shared>, sock: Arc<UdpSocket>, generation: u64, mut tu
             }
             Err(_) => return,
         }
-        meta.clear();
-        while meta.len() < BATCH {
-            let i = meta.len();
-            match sock.recv_from(&mut bufs[i]) {
-                Ok((len, from)) => meta.push((len, from)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+        let n = match batch.recv(&io) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                0
             }
-        }
+            Err(_) => 0,
+        };
         let now = shared.now();
         let sockets = {
             let mut engine = shared.lock();
             if engine.socket_generation != generation {
                 return;
             }
-            deliver.clear();
-            // A full batch means more datagrams are still waiting in the socket: if most of
-            // it is handshakes, we have a handshake backlog, the kernel's "under load" signal
-            // (cookies and per-source rate limiting then apply).
-            if meta.len() == BATCH {
-                let handshakes = meta
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, &(len, _))| len > 0 && matches!(bufs[i][0], 1 | 2))
+            // Every buffer filled means more datagrams are still waiting in the socket: if most
+            // of them are handshakes we have a handshake backlog, the kernel's "under load"
+            // signal (cookies and per-source rate limiting then apply).
+            if n == batch.bufs.len() {
+                let handshakes = (0..n)
+                    .filter(|&i| batch.meta[i].len > 0 && matches!(batch.bufs[i][0], 1 | 2))
                     .count();
-                if handshakes >= BATCH / 2 {
+                if handshakes * 2 >= n {
                     engine.dev.note_handshake_backlog(now, UNDER_LOAD_BACKLOG);
                 }
             }
-            for (i, &(len, from)) in meta.iter().enumerate() {
-                let from = Endpoint::new(canonical(from));
-                match engine.dev.handle_datagram(now, from, &mut bufs[i][..len]) {
-                    Ok(Received::Packet { start, len, .. }) => deliver.push((i, start, len)),
-                    Ok(Received::Nothing) => {}
-                    Err(reason) => {
-                        if shared.log.enabled(Level::Verbose) {
-                            shared.log.verbose(format!(
-                                "Dropped datagram from {}: {reason:?}",
-                                from.addr
-                            ));
-                        }
+            let verbose = shared.log.enabled(Level::Verbose);
+            let log = &shared.log;
+            open_batch(
+                &mut engine.dev,
+                now,
+                &mut batch,
+                n,
+                |packet| writer.push(packet),
+                |from, reason| {
+                    if verbose {
+                        log.verbose(format!("Dropped datagram from {from}: {reason:?}"));
                     }
-                }
-            }
-            drain(&mut engine, now, &mut out, &shared.log);
+                },
+            );
+            drain(&mut engine, now, &mut arena, &shared.log);
             engine.sockets.clone()
         };
-        for &(i, start, len) in &deliver {
-            let _ = tun.send(&bufs[i][start..start + len]);
-        }
-        out.send(&sockets);
-        if meta.is_empty() {
+        writer.flush();
+        arena.send_all(&sockets);
+        if n == 0 && shared.lock().socket_generation != generation {
             // A shut-down socket reads as "readable" with nothing in it: it was replaced.
-            if shared.lock().socket_generation != generation {
-                return;
-            }
+            return;
         }
     }
 }
 
-/// IPv4-mapped IPv6 sources are IPv4 peers.
-fn canonical(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => a,
-        },
-        v4 => v4,
-    }
-}
-
-fn spawn_udp_readers(shared: &Arc<Shared>, engine: &Engine, tun: &Tun) {
+fn spawn_udp_readers(shared: &Arc<Shared>, engine: &Engine, dev: &Arc<TunDevice>) {
     let Some(s) = &engine.sockets else { return };
-    for sock in [&s.v4, &s.v6].into_iter().flatten() {
-        let (sh, sock, generation) = (shared.clone(), sock.clone(), engine.socket_generation);
-        let tun = tun.try_clone().expect("dup TUN descriptor");
+    for io in [&s.io4, &s.io6].into_iter().flatten() {
+        let (sh, io, generation, dev) = (
+            shared.clone(),
+            io.clone(),
+            engine.socket_generation,
+            dev.clone(),
+        );
         std::thread::Builder::new()
             .name("udp-rx".into())
-            .spawn(move || udp_reader(sh, sock, generation, tun))
+            .spawn(move || udp_reader(sh, io, generation, dev))
             .expect("spawn UDP reader");
     }
 }
 
 fn timer_loop(shared: Arc<Shared>) {
-    let mut out = TxBatch::new();
+    let mut out = SendArena::default();
     let mut last_watch = shared.now();
     loop {
         std::thread::sleep(TIMER_TICK);
@@ -430,7 +352,7 @@ fn timer_loop(shared: Arc<Shared>) {
             drain(&mut engine, now, &mut out, &shared.log);
             engine.sockets.clone()
         };
-        out.send(&sockets);
+        out.send_all(&sockets);
         if now.duration_since(last_watch) >= Duration::from_secs(1) {
             last_watch = now;
             if let Some(p) = &shared.socket_path {
@@ -443,20 +365,24 @@ fn timer_loop(shared: Arc<Shared>) {
     }
 }
 
-fn serve_uapi(shared: Arc<Shared>, listener: UnixListener, tun: Tun) {
+fn serve_uapi(shared: Arc<Shared>, listener: UnixListener, dev: Arc<TunDevice>) {
     for conn in listener.incoming() {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
         let Ok(conn) = conn else { continue };
-        let (sh, tun) = (shared.clone(), tun.try_clone().expect("dup TUN descriptor"));
+        let (sh, dev) = (shared.clone(), dev.clone());
         std::thread::spawn(move || {
-            let _ = handle_uapi_conn(&sh, conn, &tun);
+            let _ = handle_uapi_conn(&sh, conn, &dev);
         });
     }
 }
 
-fn handle_uapi_conn(shared: &Arc<Shared>, conn: UnixStream, tun: &Tun) -> io::Result<()> {
+fn handle_uapi_conn(
+    shared: &Arc<Shared>,
+    conn: UnixStream,
+    dev: &Arc<TunDevice>,
+) -> io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = BufWriter::new(conn);
     loop {
@@ -468,19 +394,19 @@ fn handle_uapi_conn(shared: &Arc<Shared>, conn: UnixStream, tun: &Tun) -> io::Re
             }
             Ok(Some(Request::Set(set))) => {
                 let now = shared.now();
-                let mut out = TxBatch::new();
+                let mut out = SendArena::default();
                 let (result, sockets) = {
                     let mut engine = shared.lock();
                     let r = apply_set(&mut engine, &set, now);
                     if let Ok(applied) = &r {
                         if applied.new_sockets {
-                            spawn_udp_readers(shared, &engine, tun);
+                            spawn_udp_readers(shared, &engine, dev);
                         }
                     }
                     drain(&mut engine, now, &mut out, &shared.log);
                     (r, engine.sockets.clone())
                 };
-                out.send(&sockets);
+                out.send_all(&sockets);
                 match result {
                     Ok(_) => write_errno(&mut writer, 0)?,
                     Err(e) => {
@@ -547,41 +473,39 @@ pub fn run(opts: Options) -> i32 {
         ifname: opts.ifname.clone(),
     };
     let child = std::env::var_os("FERROWGD_DAEMON_CHILD").is_some();
+    if !opts.foreground && !child {
+        return daemonize(&opts);
+    }
     if child {
         sys::setsid();
     }
+    // A daemonized child tells its parent how set-up went, so errors reach the terminal.
+    let mut ready = env_fd("FERROWGD_READY_FD").map(|fd| UnixStream::from(owned(fd)));
+    let mut fail = |msg: String| -> i32 {
+        log.error(&msg);
+        if let Some(r) = ready.as_mut() {
+            let _ = writeln!(r, "{msg}");
+        }
+        1
+    };
 
     let tun = match env_fd("WG_TUN_FD") {
-        // SAFETY-free adoption: the supervisor handed us this descriptor to own.
-        Some(fd) => Tun::from_fd(owned(fd)),
-        None => Tun::create(&opts.ifname).and_then(|t| t.set_mtu(DEFAULT_MTU).map(|_| t)),
+        // A supervisor's TUN keeps the framing it was created with: no offloads.
+        Some(fd) => Tun::from_fd(owned(fd)).map(TunDevice::Plain),
+        None => TunDevice::create(&opts.ifname, DEFAULT_MTU as u16),
     };
     let tun = match tun {
-        Ok(t) => t,
-        Err(e) => {
-            log.error(format!("Failed to create TUN device: {e}"));
-            return 1;
-        }
+        Ok(t) => Arc::new(t),
+        Err(e) => return fail(format!("Failed to create TUN device: {e}")),
     };
     let (listener, socket_path) = match env_fd("WG_UAPI_FD") {
-        Some(fd) => (
-            UnixListener::from(owned(fd)),
-            // A daemonized child of ours owns the standard path; a foreign supervisor's
-            // socket is the supervisor's business.
-            child.then(|| ferrowg_uapi::client::socket_path(&opts.ifname)),
-        ),
+        // A supervisor's socket path is the supervisor's business.
+        Some(fd) => (UnixListener::from(owned(fd)), None),
         None => match create_uapi_socket(&opts.ifname) {
             Ok((l, p)) => (l, Some(p)),
-            Err(e) => {
-                log.error(format!("UAPI listen error: {e}"));
-                return 1;
-            }
+            Err(e) => return fail(format!("UAPI listen error: {e}")),
         },
     };
-
-    if !opts.foreground && !child {
-        return daemonize(&opts, &tun, &listener);
-    }
     let _ = sys::set_cloexec(tun.raw_fd());
     let _ = sys::set_cloexec(listener.as_raw_fd());
 
@@ -596,13 +520,10 @@ pub fn run(opts: Options) -> i32 {
     let rng = Box::new(rand_core::OsRng);
     let mut dev = Device::new(rng, now, unix_now());
     dev.enable_events(level >= Level::Verbose);
-    dev.set_mtu(tun.mtu().unwrap_or(DEFAULT_MTU) as usize);
+    dev.set_mtu(crate::tun::get_mtu(&opts.ifname).unwrap_or(DEFAULT_MTU) as usize);
     let sockets = match UdpSockets::bind(0, 0) {
         Ok(s) => s,
-        Err(e) => {
-            log.error(format!("Failed to bind UDP sockets: {e}"));
-            return 1;
-        }
+        Err(e) => return fail(format!("Failed to bind UDP sockets: {e}")),
     };
     let engine = Engine {
         dev,
@@ -639,20 +560,27 @@ pub fn run(opts: Options) -> i32 {
     }
     spawn_udp_readers(&shared, &shared.lock(), &tun);
     {
-        let (sh, t) = (shared.clone(), tun.try_clone().expect("dup TUN descriptor"));
+        let (sh, t) = (shared.clone(), tun.clone());
         std::thread::spawn(move || serve_uapi(sh, listener, t));
     }
     {
         let sh = shared.clone();
         std::thread::spawn(move || timer_loop(sh));
     }
-    log.verbose("Device started");
-    // The calling thread becomes the TUN reader; MTU changes are picked up periodically.
     {
         let sh = shared.clone();
-        let name = tun.name().to_owned();
+        let name = opts.ifname.clone();
         std::thread::spawn(move || mtu_watch(sh, name));
     }
+    log.verbose(format!(
+        "Device started (TUN offload: {}, UDP GSO segments: {})",
+        if tun.offload() { "on" } else { "off" },
+        max_segments(&shared.lock())
+    ));
+    if let Some(mut r) = ready.take() {
+        let _ = writeln!(r, "ok");
+    }
+    // The calling thread becomes the TUN reader.
     tun_reader(shared, tun);
     0
 }
@@ -675,13 +603,14 @@ fn mtu_watch(shared: Arc<Shared>, name: String) {
 
 fn owned(fd: i32) -> OwnedFd {
     // SAFETY: the descriptor number comes from our parent or supervisor, which passed it to us
-    // to own (WG_TUN_FD / WG_UAPI_FD); nothing else in this process uses it.
+    // to own (WG_TUN_FD / WG_UAPI_FD / FERROWGD_READY_FD); nothing else in this process uses it.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Re-executes ourselves in the background with the TUN and UAPI descriptors inherited (the
-/// wireguard-go contract: `WG_TUN_FD`, `WG_UAPI_FD`, `WG_PROCESS_FOREGROUND`), then returns.
-fn daemonize(opts: &Options, tun: &Tun, listener: &UnixListener) -> i32 {
+/// Re-executes ourselves in the background and waits for the child to report that the
+/// interface and socket exist (or why they could not be made). The child creates the TUN
+/// itself: a TUN with offloads cannot be handed over by descriptor.
+fn daemonize(opts: &Options) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -689,25 +618,40 @@ fn daemonize(opts: &Options, tun: &Tun, listener: &UnixListener) -> i32 {
             return 1;
         }
     };
-    if sys::clear_cloexec(tun.raw_fd()).is_err()
-        || sys::clear_cloexec(listener.as_raw_fd()).is_err()
-    {
+    let (mut ours, theirs) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Failed to daemonize: {e}");
+            return 1;
+        }
+    };
+    if sys::clear_cloexec(theirs.as_raw_fd()).is_err() {
         eprintln!("Failed to daemonize: cannot pass descriptors");
         return 1;
     }
     let r = std::process::Command::new(exe)
         .arg(&opts.ifname)
-        .env("WG_TUN_FD", tun.raw_fd().to_string())
-        .env("WG_UAPI_FD", listener.as_raw_fd().to_string())
+        .env("FERROWGD_READY_FD", theirs.as_raw_fd().to_string())
         .env("WG_PROCESS_FOREGROUND", "1")
         .env("FERROWGD_DAEMON_CHILD", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn();
-    match r {
-        Ok(_) => 0,
-        Err(e) => {
-            eprintln!("Failed to daemonize: {e}");
+    drop(theirs);
+    if let Err(e) = r {
+        eprintln!("Failed to daemonize: {e}");
+        return 1;
+    }
+    let mut answer = String::new();
+    let _ = std::io::BufReader::new(&mut ours).read_line(&mut answer);
+    match answer.lines().next() {
+        Some("ok") => 0,
+        Some(msg) => {
+            eprintln!("{msg}");
+            1
+        }
+        None => {
+            eprintln!("Failed to daemonize: the daemon exited during start-up");
             1
         }
     }

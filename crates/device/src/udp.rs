@@ -6,10 +6,15 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::sync::Arc;
 
+use crate::udp_io::UdpIo;
+
 #[derive(Clone)]
 pub struct UdpSockets {
     pub v4: Option<Arc<UdpSocket>>,
     pub v6: Option<Arc<UdpSocket>>,
+    /// Batched I/O (GSO/GRO) on the same sockets.
+    pub io4: Option<Arc<UdpIo>>,
+    pub io6: Option<Arc<UdpIo>>,
     pub port: u16,
 }
 
@@ -55,9 +60,18 @@ impl UdpSockets {
                 },
                 Err(_) => None,
             };
+            let v4: Arc<UdpSocket> = Arc::new(v4.into());
+            let v6: Option<Arc<UdpSocket>> = v6.map(|s| Arc::new(s.into()));
+            let io4 = Some(Arc::new(UdpIo::new(v4.clone())?));
+            let io6 = match &v6 {
+                Some(s) => Some(Arc::new(UdpIo::new(s.clone())?)),
+                None => None,
+            };
             return Ok(UdpSockets {
-                v4: Some(Arc::new(v4.into())),
-                v6: v6.map(|s| Arc::new(s.into())),
+                v4: Some(v4),
+                v6,
+                io4,
+                io6,
                 port: actual,
             });
         }
@@ -82,6 +96,15 @@ impl UdpSockets {
         match sock {
             Some(s) => s.send_to(buf, to),
             None => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+        }
+    }
+
+    /// The batched-I/O handle for a destination's family (IPv4-mapped addresses are IPv4).
+    pub fn io_for(&self, to: SocketAddr) -> Option<&Arc<UdpIo>> {
+        match to {
+            SocketAddr::V4(_) => self.io4.as_ref(),
+            SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => self.io4.as_ref(),
+            SocketAddr::V6(_) => self.io6.as_ref(),
         }
     }
 

@@ -1,0 +1,207 @@
+//! The data path: batches from the TUN to UDP and from UDP to the TUN.
+//!
+//! TUN → UDP: one TUN read yields up to 128 packets (a split super-packet with offloads); all
+//! are routed and sealed under one lock straight into a send arena, where consecutive messages
+//! of equal length to the same endpoint form GSO runs; after the lock, each run leaves in one
+//! system call.
+//!
+//! UDP → TUN: one receive yields up to 16 GRO buffers of datagrams; all are opened under one
+//! lock; the packets are queued on the TUN writer, which coalesces them into super-packets and
+//! writes them after the lock, with any replies (handshakes, keepalives) sent from the arena.
+//!
+//! No allocation per packet once the buffers have grown to the traffic's size.
+
+use crate::udp::UdpSockets;
+use crate::udp_io::{UdpIo, GRO_BUF, RECV_BUFS};
+use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
+use ferrowg_proto::device::{Device, Received};
+use ferrowg_proto::peer::Endpoint;
+use quinn_udp::RecvMeta;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest payload of one GSO send (the kernel's limit is 64 KiB including headers).
+const GSO_MAX_BYTES: usize = 60_000;
+
+/// A run of equal-length messages to one destination, `count` of them from `start`.
+struct Run {
+    to: SocketAddr,
+    start: usize,
+    segment: usize,
+    count: usize,
+}
+
+/// Sealed messages waiting to be sent after the lock is released.
+#[derive(Default)]
+pub struct SendArena {
+    buf: Vec<u8>,
+    used: usize,
+    runs: Vec<Run>,
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+impl SendArena {
+    /// Room for a message of up to `max` bytes at the end of the arena.
+    pub fn tail(&mut self, max: usize) -> &mut [u8] {
+        if self.buf.len() < self.used + max {
+            // Grows to the traffic's high-water mark once, then stays.
+            self.buf.resize((self.used + max).next_power_of_two(), 0);
+        }
+        &mut self.buf[self.used..]
+    }
+
+    /// Records a message of `len` bytes just written at `tail()`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize, max_segments: usize) {
+        let to = canonical(to);
+        let start = self.used;
+        self.used += len;
+        if let Some(r) = self.runs.last_mut() {
+            let run_len = r.count * r.segment;
+            // Only the last datagram of a GSO send may be shorter than the others.
+            if r.to == to
+                && r.start + run_len == start
+                && len <= r.segment
+                && r.count < max_segments
+                && run_len + len <= GSO_MAX_BYTES
+            {
+                if len < r.segment {
+                    // A shorter datagram closes the run: account it as its own run of one
+                    // that the sender merges (see `send_all`).
+                    self.runs.push(Run {
+                        to,
+                        start,
+                        segment: len,
+                        count: 1,
+                    });
+                    return;
+                }
+                r.count += 1;
+                return;
+            }
+        }
+        self.runs.push(Run {
+            to,
+            start,
+            segment: len,
+            count: 1,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Sends every run (one system call each) and empties the arena.
+    pub fn send_all(&mut self, sockets: &Option<UdpSockets>) {
+        if let Some(s) = sockets {
+            let mut i = 0;
+            while i < self.runs.len() {
+                let r = &self.runs[i];
+                let mut end = r.start + r.segment * r.count;
+                // Append a shorter final datagram to the run it follows (same destination).
+                if let Some(next) = self.runs.get(i + 1) {
+                    if next.to == r.to
+                        && next.start == end
+                        && next.count == 1
+                        && next.segment < r.segment
+                    {
+                        end += next.segment;
+                        i += 1;
+                    }
+                }
+                if let Some(io) = s.io_for(r.to) {
+                    let _ = io.send(r.to, &self.buf[r.start..end], r.segment);
+                }
+                i += 1;
+            }
+        }
+        self.runs.clear();
+        self.used = 0;
+    }
+}
+
+/// Moves the engine's pending transmissions (handshakes, keepalives, released packets) into
+/// the arena.
+pub fn drain_transmits(dev: &mut Device, now: Instant, arena: &mut SendArena, max_segments: usize) {
+    let max = dev.mtu() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE;
+    loop {
+        let tail = arena.tail(max.max(256));
+        match dev.poll_transmit(now, tail) {
+            Some(t) => arena.commit(t.to.addr, t.len, max_segments),
+            None => return,
+        }
+    }
+}
+
+/// Receive buffers for one socket: GRO-sized, reused for every call.
+pub struct RecvBatch {
+    pub bufs: Vec<Vec<u8>>,
+    pub meta: Vec<RecvMeta>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: (0..RECV_BUFS).map(|_| vec![0u8; GRO_BUF]).collect(),
+            meta: vec![RecvMeta::default(); RECV_BUFS],
+        }
+    }
+}
+
+impl RecvBatch {
+    /// One receive call; returns how many buffers were filled.
+    pub fn recv(&mut self, io: &UdpIo) -> std::io::Result<usize> {
+        let mut slices: [IoSliceMut<'_>; RECV_BUFS] = {
+            let mut it = self.bufs.iter_mut();
+            std::array::from_fn(|_| IoSliceMut::new(it.next().expect("RECV_BUFS buffers")))
+        };
+        io.recv(&mut slices, &mut self.meta)
+    }
+}
+
+/// What one datagram produced, for the caller's accounting.
+pub enum Opened {
+    Packet,
+    Other,
+    Dropped(ferrowg_proto::device::DropReason),
+}
+
+/// Opens every datagram of `n` filled buffers and hands delivered packets to `deliver`.
+pub fn open_batch(
+    dev: &mut Device,
+    now: Instant,
+    batch: &mut RecvBatch,
+    n: usize,
+    mut deliver: impl FnMut(&[u8]),
+    mut on_drop: impl FnMut(SocketAddr, ferrowg_proto::device::DropReason),
+) -> usize {
+    let mut datagrams = 0;
+    for i in 0..n {
+        let m = batch.meta[i];
+        let stride = if m.stride == 0 { m.len } else { m.stride };
+        let from = Endpoint::new(canonical(m.addr));
+        let mut off = 0;
+        while off < m.len {
+            let end = (off + stride).min(m.len);
+            let d = &mut batch.bufs[i][off..end];
+            datagrams += 1;
+            match dev.handle_datagram(now, from, d) {
+                Ok(Received::Packet { start, len, .. }) => deliver(&d[start..start + len]),
+                Ok(Received::Nothing) => {}
+                Err(reason) => on_drop(from.addr, reason),
+            }
+            off = end;
+        }
+    }
+    datagrams
+}
