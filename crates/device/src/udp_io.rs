@@ -4,8 +4,8 @@
 //! control messages and the fallbacks). `FERROWG_NO_UDP_OFFLOAD=1` turns both off.
 //!
 //! Receiving: one call fills several 64 KiB buffers, each holding one or more datagrams of the
-//! same size from the same sender (GRO). Sending: `GsoBatch` gathers sealed messages of equal
-//! length to one destination in one buffer and sends them with one system call.
+//! same size from the same sender (GRO). Sending: one call carries a run of equal-length
+//! datagrams to one destination (GSO); `pipeline::SendArena` builds the runs.
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, IoSliceMut};
@@ -63,73 +63,5 @@ impl UdpIo {
             src_ip: None,
         };
         self.state.send(UdpSockRef::from(&*self.sock), &transmit)
-    }
-}
-
-/// Gathers equal-length messages to one destination for a single GSO send.
-pub struct GsoBatch {
-    pub buf: Vec<u8>,
-    used: usize,
-    segment: usize,
-    count: usize,
-    to: Option<SocketAddr>,
-}
-
-impl Default for GsoBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl GsoBatch {
-    pub fn new() -> GsoBatch {
-        GsoBatch {
-            buf: vec![0; GRO_BUF + 2048],
-            used: 0,
-            segment: 0,
-            count: 0,
-            to: None,
-        }
-    }
-
-    /// Space to seal the next message into, at most `max` bytes.
-    pub fn tail(&mut self) -> &mut [u8] {
-        &mut self.buf[self.used..]
-    }
-
-    /// Whether a message of `len` bytes to `to` can join the batch.
-    pub fn fits(&self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
-        self.count == 0
-            || (self.to == Some(to)
-                && len <= self.segment
-                && self.count < max_segments
-                && self.used + len <= GRO_BUF
-                // Only the last datagram of a GSO send may be shorter than the others.
-                && self.used == self.count * self.segment)
-    }
-
-    /// Records that `len` bytes were written at `tail()`.
-    pub fn commit(&mut self, to: SocketAddr, len: usize) {
-        if self.count == 0 {
-            self.segment = len;
-            self.to = Some(to);
-        }
-        self.used += len;
-        self.count += 1;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    pub fn flush(&mut self, io: Option<&UdpIo>) {
-        if let (Some(io), Some(to)) = (io, self.to) {
-            if self.count > 0 {
-                let _ = io.send(to, &self.buf[..self.used], self.segment);
-            }
-        }
-        self.used = 0;
-        self.count = 0;
-        self.to = None;
     }
 }
