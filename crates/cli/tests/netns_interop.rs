@@ -239,6 +239,31 @@ fn interop(peer: Peer, psk: bool, outer: Family) {
 
     // 4. Counters.
     check_counters(&pair, PAYLOAD, REVERSE_PAYLOAD);
+
+    // 5. `ferrowg` reads the peer daemon's UAPI exactly as the official `wg` does.
+    let reference = matches!(peer, Peer::WireguardGoNewest)
+        .then(newest_wg)
+        .flatten()
+        .unwrap_or_else(system_wg);
+    for args in [
+        vec!["show", b.ifname(), "dump"],
+        vec!["showconf", b.ifname()],
+        vec!["show", b.ifname(), "allowed-ips"],
+    ] {
+        // A keepalive between the two reads changes the counters: compare up to three times.
+        let same = (0..3).any(|_| {
+            let theirs = wg_with(&b.ns, &reference, &args);
+            let ours = b.ns.run(common::FERROWG, &args);
+            ours == theirs
+        });
+        assert!(
+            same,
+            "`ferrowg {}` on {kind} differs from wg: ours\n{}\nwg\n{}",
+            args.join(" "),
+            b.ns.run(common::FERROWG, &args),
+            wg_with(&b.ns, &reference, &args)
+        );
+    }
 }
 
 macro_rules! matrix {
