@@ -834,6 +834,34 @@ pub fn parse(text: &[u8], dialect: Dialect, notes: Notes) -> Result<Config, Conf
     Ok(Config { interface, peers })
 }
 
+/// `wg-quick`'s own pass over a file, without the `wg` part: its settings, and the text it
+/// hands to `wg` — what `wg-quick strip` prints, less the final newline. Nothing is resolved,
+/// so `strip`, `down` and `save` never wait for DNS. As bash's `read` does, each passed-on
+/// line loses its leading and trailing spaces and TABs.
+pub fn parse_quick(text: &[u8]) -> Result<(QuickSettings, Vec<u8>), ConfigError> {
+    let mut quick = QuickSettings::default();
+    let mut in_interface = false;
+    let mut stripped = Vec::new();
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if text.ends_with(b"\n") || text.is_empty() {
+        lines.pop();
+    }
+    for (index, raw) in lines.into_iter().enumerate() {
+        let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+        let is_blank = |b: &&u8| **b == b' ' || **b == b'\t';
+        let start = raw.iter().take_while(is_blank).count();
+        let end = raw.len() - raw.iter().rev().take_while(is_blank).count();
+        let raw = &raw[start.min(end)..end];
+        if !quick_line(raw, &mut in_interface, &mut quick)
+            .map_err(|(key, v)| value_error(index + 1, &key, v))?
+        {
+            stripped.extend_from_slice(raw);
+            stripped.push(b'\n');
+        }
+    }
+    Ok((quick, stripped))
+}
+
 fn value_error(line: usize, key: &str, error: ValueError) -> ConfigError {
     ConfigError {
         line,

@@ -7,15 +7,23 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod demo;
+mod down;
 mod genkey;
 mod ipc;
+mod netlink;
+mod netns;
 mod pubkey;
+mod quick;
+mod save;
 mod set;
 mod setconf;
 mod show;
 mod showconf;
 mod stdio;
+mod strip;
 mod terminal;
+mod up;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -80,6 +88,32 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "pubkey",
         run: pubkey::pubkey,
         description: "Reads a private key from stdin and writes a public key to stdout",
+    },
+    Subcommand {
+        name: "up",
+        run: up::up,
+        description: "Brings up an interface from a wg-quick configuration file, with ferrowgd",
+    },
+    Subcommand {
+        name: "down",
+        run: down::down,
+        description: "Takes down an interface brought up with `up', undoing all it set up",
+    },
+    Subcommand {
+        name: "save",
+        run: save::save,
+        description: "Saves an interface's running configuration into its wg-quick file",
+    },
+    Subcommand {
+        name: "strip",
+        run: strip::strip,
+        description:
+            "Prints a wg-quick configuration file without its wg-quick keys, for `setconf'",
+    },
+    Subcommand {
+        name: "demo",
+        run: demo::demo,
+        description: "Runs a tunnel between two throw-away network namespaces (as root)",
     },
 ];
 

@@ -10,8 +10,9 @@ const OUR_SUBCOMMANDS: [&str; 9] = [
     "show", "showconf", "set", "setconf", "addconf", "syncconf", "genkey", "genpsk", "pubkey",
 ];
 
-/// Our usage lists only the subcommands that exist so far; every other line, and every listed
-/// row, must be verbatim from `wg`'s usage, in `wg`'s order.
+/// Our usage lists the `wg` subcommands that exist so far, verbatim and in `wg`'s order, then
+/// ferrowg's own (`up`, `down`, …, none of them a `wg` name); every other line is verbatim
+/// from `wg`'s usage.
 fn assert_usage_is_wgs_restricted_to_ours(ours: &str, wgs: &str) {
     let ours: Vec<&str> = ours.lines().collect();
     let wgs: Vec<&str> = wgs.lines().collect();
@@ -31,7 +32,15 @@ fn assert_usage_is_wgs_restricted_to_ours(ours: &str, wgs: &str) {
         OUR_SUBCOMMANDS.len(),
         "wg lists all of ours"
     );
-    assert_eq!(ours[3..ours.len() - 1], expected_rows[..], "rows");
+    let (wg_rows, own_rows) = ours[3..ours.len() - 1].split_at(expected_rows.len());
+    assert_eq!(wg_rows, &expected_rows[..], "rows");
+    for row in own_rows {
+        let name = row.trim_start().split(':').next().unwrap();
+        assert!(
+            !wgs.iter().any(|w| w.starts_with(&format!("  {name}: "))),
+            "{row:?}: a wg subcommand listed after ferrowg's own"
+        );
+    }
 }
 
 fn text(bytes: &[u8]) -> &str {
