@@ -1545,3 +1545,99 @@ fn packet_without_route_gets_icmp_unreachable() {
         );
     }
 }
+
+/// Sticky source address (the kernel's behaviour): a server with two addresses on one link
+/// answers from the one the client reached, so the client's endpoint never moves; when that
+/// address is removed from the server, its next packet leaves from whatever the routing table
+/// picks, at once, and the tunnel keeps working (the client roams to it).
+fn sticky_source(family: Family) {
+    if !require_netns() {
+        return;
+    }
+    let pair = tunnel_pair(
+        &DaemonKind::Ferrowgd,
+        &DaemonKind::Ferrowgd,
+        &PairOptions {
+            outer: family,
+            ..PairOptions::default()
+        },
+    );
+    let (a, b) = (&pair.a, &pair.b);
+    let (second, prefix, ip) = match family {
+        Family::V4 => ("192.0.2.222".parse::<IpAddr>().unwrap(), 32, "-4"),
+        Family::V6 => ("2001:db8:ffff::222".parse::<IpAddr>().unwrap(), 128, "-6"),
+    };
+    // The server's second address; the client reaches it through the same veth.
+    add_address(&b.ns, &pair.link.b_ifname, second, prefix);
+    let second_str = second.to_string();
+    a.ns.ip(&[ip, "route", "add", &second_str, "dev", &pair.link.a_ifname]);
+    let endpoint = SocketAddr::new(second, b.listen_port).to_string();
+    wg(
+        &a.ns,
+        &[
+            "set",
+            a.ifname(),
+            "peer",
+            &b.keys.public,
+            "endpoint",
+            &endpoint,
+        ],
+    );
+
+    let capture = Capture::start(
+        &a.ns,
+        &pair.link.a_ifname,
+        &format!("udp and src port {}", b.listen_port),
+    );
+    for fam in [Family::V4, Family::V6] {
+        assert!(ping(&a.ns, b.inner(fam), 3), "ping a → b ({fam}) failed");
+        assert!(ping(&b.ns, a.inner(fam), 3), "ping b → a ({fam}) failed");
+    }
+    let lines = capture.stop();
+    assert!(!lines.is_empty(), "no reply from b was captured");
+    let from_second = format!("{second_str}.{} >", b.listen_port);
+    for l in &lines {
+        assert!(
+            l.contains(&from_second),
+            "b answered from another address than the one a reached ({second_str}): {l}"
+        );
+    }
+    assert_eq!(
+        endpoint_of(&a.ns, a.ifname(), &b.keys.public),
+        endpoint,
+        "a's endpoint for b moved"
+    );
+
+    // Take the address away: b's next packet must still get through, from its other address.
+    b.ns.ip(&[
+        "addr",
+        "del",
+        &format!("{second_str}/{prefix}"),
+        "dev",
+        &pair.link.b_ifname,
+    ]);
+    assert!(
+        ping_once(&b.ns, a.inner(Family::V4), None, 3).is_some(),
+        "b's first ping after its address was removed got no reply"
+    );
+    let now = endpoint_of(&a.ns, a.ifname(), &b.keys.public);
+    assert_eq!(
+        now,
+        SocketAddr::new(b.outer, b.listen_port).to_string(),
+        "a did not roam to b's remaining address"
+    );
+    assert!(
+        ping(&a.ns, b.inner(Family::V4), 2),
+        "tunnel broken after the address removal"
+    );
+}
+
+#[test]
+fn sticky_source_address_v4() {
+    sticky_source(Family::V4);
+}
+
+#[test]
+fn sticky_source_address_v6() {
+    sticky_source(Family::V6);
+}

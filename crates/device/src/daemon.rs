@@ -25,6 +25,7 @@ use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
 use ferrowg_proto::device::{Device, Event, Outgoing, UNDER_LOAD_BACKLOG};
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -98,6 +99,17 @@ fn drain(engine: &mut Engine, now: Instant, arena: &mut SendArena, log: &Logger)
         while let Some(e) = engine.dev.poll_event() {
             log.verbose(describe(&engine.dev, e));
         }
+    }
+}
+
+/// Sending from a remembered local address failed for these peers: forget it.
+fn forget_stale_sources(shared: &Shared, stale: Vec<SocketAddr>) {
+    if stale.is_empty() {
+        return;
+    }
+    let mut engine = shared.lock();
+    for addr in stale {
+        engine.dev.clear_endpoint_source_for(addr);
     }
 }
 
@@ -227,7 +239,7 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
                 let tail =
                     arena.tail(room.max(packet.len() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE));
                 match engine.dev.handle_outgoing(now, packet, tail) {
-                    Outgoing::Sent { to, len, .. } => arena.commit(to.addr, len, segments),
+                    Outgoing::Sent { to, len, .. } => arena.commit(to, len, segments),
                     Outgoing::NoRoute | Outgoing::NoEndpoint { .. } => unreachable.push(i),
                     _ => {}
                 }
@@ -235,7 +247,7 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             drain(&mut engine, now, &mut arena, &shared.log);
             engine.sockets.clone()
         };
-        arena.send_all(&sockets);
+        forget_stale_sources(&shared, arena.send_all(&sockets));
         for i in unreachable.drain(..) {
             if let Some(len) = icmp::unreachable(&reader.bufs[i][..reader.sizes[i]], &mut icmp_buf)
             {
@@ -310,7 +322,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
             engine.sockets.clone()
         };
         writer.flush();
-        arena.send_all(&sockets);
+        forget_stale_sources(&shared, arena.send_all(&sockets));
         if n == 0 && shared.lock().socket_generation != generation {
             // A shut-down socket reads as "readable" with nothing in it: it was replaced.
             return;
@@ -352,7 +364,7 @@ fn timer_loop(shared: Arc<Shared>) {
             drain(&mut engine, now, &mut out, &shared.log);
             engine.sockets.clone()
         };
-        out.send_all(&sockets);
+        forget_stale_sources(&shared, out.send_all(&sockets));
         if now.duration_since(last_watch) >= Duration::from_secs(1) {
             last_watch = now;
             if let Some(p) = &shared.socket_path {
@@ -406,7 +418,7 @@ fn handle_uapi_conn(
                     drain(&mut engine, now, &mut out, &shared.log);
                     (r, engine.sockets.clone())
                 };
-                out.send_all(&sockets);
+                forget_stale_sources(shared, out.send_all(&sockets));
                 match result {
                     Ok(_) => write_errno(&mut writer, 0)?,
                     Err(e) => {

@@ -15,10 +15,10 @@ use crate::udp::UdpSockets;
 use crate::udp_io::{UdpIo, GRO_BUF, RECV_BUFS};
 use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
 use ferrowg_proto::device::{Device, Received};
-use ferrowg_proto::peer::Endpoint;
+use ferrowg_proto::peer::{Endpoint, LocalAddr};
 use quinn_udp::RecvMeta;
 use std::io::IoSliceMut;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Largest payload of one GSO send (the kernel's limit is 64 KiB including headers).
@@ -27,6 +27,7 @@ const GSO_MAX_BYTES: usize = 60_000;
 /// A run of equal-length messages to one destination, `count` of them from `start`.
 struct Run {
     to: SocketAddr,
+    src: Option<IpAddr>,
     start: usize,
     segment: usize,
     count: usize,
@@ -38,6 +39,13 @@ pub struct SendArena {
     buf: Vec<u8>,
     used: usize,
     runs: Vec<Run>,
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 fn canonical(a: SocketAddr) -> SocketAddr {
@@ -61,14 +69,16 @@ impl SendArena {
     }
 
     /// Records a message of `len` bytes just written at `tail()`.
-    pub fn commit(&mut self, to: SocketAddr, len: usize, max_segments: usize) {
-        let to = canonical(to);
+    pub fn commit(&mut self, to: Endpoint, len: usize, max_segments: usize) {
+        let src = to.local.map(|l| l.ip);
+        let to = canonical(to.addr);
         let start = self.used;
         self.used += len;
         if let Some(r) = self.runs.last_mut() {
             let run_len = r.count * r.segment;
             // Only the last datagram of a GSO send may be shorter than the others.
             if r.to == to
+                && r.src == src
                 && r.start + run_len == start
                 && len <= r.segment
                 && r.count < max_segments
@@ -79,6 +89,7 @@ impl SendArena {
                     // that the sender merges (see `send_all`).
                     self.runs.push(Run {
                         to,
+                        src,
                         start,
                         segment: len,
                         count: 1,
@@ -91,6 +102,7 @@ impl SendArena {
         }
         self.runs.push(Run {
             to,
+            src,
             start,
             segment: len,
             count: 1,
@@ -101,8 +113,11 @@ impl SendArena {
         self.runs.is_empty()
     }
 
-    /// Sends every run (one system call each) and empties the arena.
-    pub fn send_all(&mut self, sockets: &Option<UdpSockets>) {
+    /// Sends every run (one system call each) and empties the arena. Returns the destinations
+    /// whose remembered source address was refused (it left the host): they were sent again
+    /// from the address the routing table picks, and the caller should forget the old one.
+    pub fn send_all(&mut self, sockets: &Option<UdpSockets>) -> Vec<SocketAddr> {
+        let mut stale = Vec::new();
         if let Some(s) = sockets {
             let mut i = 0;
             while i < self.runs.len() {
@@ -120,13 +135,19 @@ impl SendArena {
                     }
                 }
                 if let Some(io) = s.io_for(r.to) {
-                    let _ = io.send(r.to, &self.buf[r.start..end], r.segment);
+                    let data = &self.buf[r.start..end];
+                    if io.send(r.to, r.src, data, r.segment).is_err() && r.src.is_some() {
+                        // EINVAL/EADDRNOTAVAIL: not sticky past the address's removal.
+                        let _ = io.send(r.to, None, data, r.segment);
+                        stale.push(r.to);
+                    }
                 }
                 i += 1;
             }
         }
         self.runs.clear();
         self.used = 0;
+        stale
     }
 }
 
@@ -137,7 +158,7 @@ pub fn drain_transmits(dev: &mut Device, now: Instant, arena: &mut SendArena, ma
     loop {
         let tail = arena.tail(max.max(256));
         match dev.poll_transmit(now, tail) {
-            Some(t) => arena.commit(t.to.addr, t.len, max_segments),
+            Some(t) => arena.commit(t.to, t.len, max_segments),
             None => return,
         }
     }
@@ -189,7 +210,14 @@ pub fn open_batch(
     for i in 0..n {
         let m = batch.meta[i];
         let stride = if m.stride == 0 { m.len } else { m.stride };
-        let from = Endpoint::new(canonical(m.addr));
+        // The local address the datagram arrived on: replies leave from it (sticky source).
+        let from = Endpoint {
+            addr: canonical(m.addr),
+            local: m.dst_ip.map(|ip| LocalAddr {
+                ip: canonical_ip(ip),
+                ifindex: 0,
+            }),
+        };
         let mut off = 0;
         while off < m.len {
             let end = (off + stride).min(m.len);

@@ -383,6 +383,18 @@ impl Device {
         }
     }
 
+    /// Forgets the remembered local source of the peers at `addr`: sending from it failed
+    /// (the address was removed from the host), so the routing table picks the next one.
+    pub fn clear_endpoint_source_for(&mut self, addr: SocketAddr) {
+        for p in self.peers.iter_mut().flatten() {
+            if let Some(ep) = p.endpoint.as_mut() {
+                if ep.addr == addr {
+                    ep.local = None;
+                }
+            }
+        }
+    }
+
     /// Sets the persistent keepalive interval (0 = off). Turning it on sends a keepalive at
     /// once, so a NAT mapping opens without waiting a whole interval.
     pub fn set_persistent_keepalive(
