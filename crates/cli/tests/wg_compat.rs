@@ -1226,3 +1226,26 @@ fn empty_private_key_file_removes_the_key() {
     assert_eq!(wg.ok(&["show", &daemon.name, "private-key"]), "(none)\n");
     assert_eq!(wg.ok(&["show", &daemon.name, "public-key"]), "(none)\n");
 }
+
+/// Regression (found by fuzzing the config parser): two [Peer] sections for one key are
+/// accepted by `wg setconf`, which sends the key twice; ferrowgd applies them in order as
+/// the kernel and wireguard-go do, instead of refusing the whole set.
+#[test]
+fn repeated_peer_sections_apply_in_order() {
+    let Some((_guard, wg)) = setup() else { return };
+    let daemon = Daemon::start();
+    let dir = TempDir::new("twice");
+    let conf = dir.file(
+        "twice.conf",
+        b"[Peer]\nPublicKey = 3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\nAllowedIPs = 10.0.0.2/32\n\
+          [Peer]\nPublicKey = 3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\nEndpoint = 192.0.2.1:51820\n",
+    );
+    for tool in [&wg.path, Path::new(FERROWG)] {
+        let out = run_tool(tool, &["addconf", &daemon.name, &conf], &[]);
+        assert_eq!(out.code, Some(0), "{} addconf: {out:?}", tool.display());
+    }
+    assert_eq!(
+        wg.ok(&["show", &daemon.name, "endpoints"]),
+        "3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\t192.0.2.1:51820\n"
+    );
+}

@@ -6,14 +6,12 @@ use crate::model::{AllowedIpChange, DeviceSet, Key, PeerSet};
 use crate::value::push_line;
 use crate::value::{format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix};
 use ferrowg_proto::keys::encode_hex_key;
-use std::collections::HashSet;
 
 /// Accumulates the lines of one `set` body. Nothing is applied anywhere: the caller gets a
 /// [`DeviceSet`] only when every line was valid.
 #[derive(Default)]
 pub(crate) struct SetParser {
     set: DeviceSet,
-    public_keys_seen: HashSet<Key>,
 }
 
 impl SetParser {
@@ -43,14 +41,10 @@ impl SetParser {
                 ),
             )
         })?;
-        // XPLAT: "The same public key value may not repeat during a single message." Two
-        // entries for one peer would also make the typed model ambiguous.
-        if !self.public_keys_seen.insert(public_key) {
-            return Err(UapiError::invalid(
-                "public_key",
-                format!("public_key {} appears twice in one set", quote(value)),
-            ));
-        }
+        // XPLAT says a public key may not repeat within one message, but `wg setconf` sends a
+        // key twice for a file with two [Peer] sections of one key, and the kernel and
+        // wireguard-go apply both in order. So do we: each entry is applied after the previous
+        // one (later values win, a later replace_allowed_ips replaces).
         self.set.peers.push(PeerSet::new(public_key));
         Ok(())
     }

@@ -390,18 +390,22 @@ fn structural_errors() {
         Some("allowed_ip"),
         "10.0.0.0/8",
     );
-    // The same public key twice: EINVAL.
+    // The same public key twice is accepted as two entries applied in order, as the kernel
+    // and wireguard-go do (wg setconf sends that for two [Peer] sections of one key).
     let twice = format!(
-        "public_key={}\npublic_key={}\n",
+        "set=1\npublic_key={}\nallowed_ip=10.0.0.1/32\npublic_key={}\nendpoint=192.0.2.1:1\n\n",
         hex(5),
         hex(5).to_uppercase()
     );
-    assert_refused(
-        &twice,
-        errno::EINVAL,
-        Some("public_key"),
-        &hex(5).to_uppercase(),
-    );
+    match ferrowg_uapi::read_request(&mut twice.as_bytes()).unwrap() {
+        Some(ferrowg_uapi::Request::Set(set)) => {
+            assert_eq!(set.peers.len(), 2);
+            assert_eq!(set.peers[0].public_key, set.peers[1].public_key);
+            assert_eq!(set.peers[0].allowed_ips.len(), 1);
+            assert!(set.peers[1].endpoint.is_some());
+        }
+        other => panic!("expected a set, got {other:?}"),
+    }
     // Not UTF-8: EPROTO.
     let raw = b"set=1\nlisten_port=\xff\n\n";
     let e = ferrowg_uapi::read_request(&mut &raw[..]).unwrap_err();
