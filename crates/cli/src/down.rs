@@ -13,15 +13,8 @@ use std::ffi::{OsStr, OsString};
 use std::process::ExitCode;
 
 pub fn down(prog: &OsStr, args: &[OsString]) -> ExitCode {
-    let inv = match quick::parse_args(prog, args, true) {
-        Ok(inv) => inv,
-        Err(code) => return code,
-    };
-    if let Err(code) = quick::require_root(prog, &args[0]) {
-        return code;
-    }
-    let located = match quick::locate(prog, &inv.target) {
-        Ok(l) => l,
+    let (inv, located) = match quick::prelude(prog, args) {
+        Ok(v) => v,
         Err(code) => return code,
     };
     let (settings, _) = match quick::load_quick(prog, &located) {

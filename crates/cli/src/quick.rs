@@ -191,6 +191,14 @@ pub struct Located {
     pub ifname: String,
 }
 
+/// The common start of `up`, `down` and `save`: arguments, root, and the config file.
+pub fn prelude(prog: &OsStr, args: &[OsString]) -> Result<(Invocation, Located), ExitCode> {
+    let inv = parse_args(prog, args, true)?;
+    require_root(prog, &args[0])?;
+    let located = locate(prog, &inv.target)?;
+    Ok((inv, located))
+}
+
 /// wg-quick's rules (§9.2): a bare interface name means `/etc/wireguard/NAME.conf`; the file
 /// must exist and be called `IFNAME.conf`; a warning if others may read it.
 pub fn locate(prog: &OsStr, target: &OsStr) -> Result<Located, ExitCode> {
