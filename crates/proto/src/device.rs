@@ -162,8 +162,14 @@ pub struct Device {
     checker: Option<CookieChecker>,
     peers: Vec<Option<Peer>>,
     free_slots: Vec<PeerId>,
-    /// Peers in creation order (what `get` reports).
+    /// Peers in creation order (what `get` reports). A removed peer leaves a hole
+    /// (`NO_PEER`) rather than shifting the rest, so removal is O(1); holes are squeezed
+    /// out once they are half the vector (amortized O(1) per removal).
     order: Vec<PeerId>,
+    /// Where each live peer sits in `order`, indexed by `PeerId`.
+    order_pos: Vec<u32>,
+    /// Holes in `order`.
+    order_holes: usize,
     by_key: HashMap<[u8; 32], PeerId, SipBuildHasher>,
     indices: IndexTable,
     allowed_ips: AllowedIps<PeerId>,
@@ -182,6 +188,9 @@ pub struct Device {
 
 const MAX_EVENTS: usize = 4096;
 
+/// A hole in `Device::order`.
+const NO_PEER: PeerId = PeerId::MAX;
+
 impl Device {
     /// A device with no private key and no peers. `now` and `unix_now` anchor wall time.
     pub fn new(mut rng: Box<dyn CryptoRngCore + Send>, now: Instant, unix_now: Duration) -> Self {
@@ -195,6 +204,8 @@ impl Device {
             peers: Vec::new(),
             free_slots: Vec::new(),
             order: Vec::new(),
+            order_pos: Vec::new(),
+            order_holes: 0,
             by_key: HashMap::with_hasher(SipBuildHasher::new(k[0])),
             indices: IndexTable::new(k[1]),
             allowed_ips: AllowedIps::new(),
@@ -307,6 +318,10 @@ impl Device {
             }
         };
         self.by_key.insert(public.0, pid);
+        if self.order_pos.len() <= pid as usize {
+            self.order_pos.resize(pid as usize + 1, 0);
+        }
+        self.order_pos[pid as usize] = self.order.len() as u32;
         self.order.push(pid);
         Ok(pid)
     }
@@ -330,16 +345,52 @@ impl Device {
     pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> + '_ {
         self.order
             .iter()
+            .filter(|&&pid| pid != NO_PEER)
             .filter_map(move |&pid| self.peer(pid).map(|p| (pid, p)))
     }
 
     pub fn peer_count(&self) -> usize {
-        self.order.len()
+        self.order.len() - self.order_holes
+    }
+
+    /// Live peers in creation order, as a vector (for loops that mutate the device).
+    fn ordered_ids(&self) -> Vec<PeerId> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|&p| p != NO_PEER)
+            .collect()
+    }
+
+    /// Leaves a hole at `pid`'s place in `order`; squeezes the holes out when they are half.
+    fn unlink_from_order(&mut self, pid: PeerId) {
+        let at = self.order_pos[pid as usize] as usize;
+        debug_assert_eq!(self.order[at], pid);
+        self.order[at] = NO_PEER;
+        self.order_holes += 1;
+        if self.order_holes == self.order.len() {
+            self.order.clear();
+            self.order_holes = 0;
+        } else if self.order_holes * 2 > self.order.len() {
+            self.order.retain(|&p| p != NO_PEER);
+            for (i, &p) in self.order.iter().enumerate() {
+                self.order_pos[p as usize] = i as u32;
+            }
+            self.order_holes = 0;
+        }
     }
 
     pub fn remove_peer(&mut self, pid: PeerId) {
+        if self.take_peer(pid) {
+            self.outbox.retain(|c| c.peer != Some(pid));
+            self.flush.retain(|&p| p != pid);
+        }
+    }
+
+    /// `remove_peer` without the (linear) purge of the outbox and flush queues.
+    fn take_peer(&mut self, pid: PeerId) -> bool {
         let Some(mut peer) = self.peers.get_mut(pid as usize).and_then(|p| p.take()) else {
-            return;
+            return false;
         };
         for idx in peer.sessions.clear() {
             self.indices.release(idx);
@@ -349,16 +400,22 @@ impl Device {
         }
         self.allowed_ips.remove_value(pid);
         self.by_key.remove(&peer.keys.remote_static.0);
-        self.order.retain(|&p| p != pid);
-        self.outbox.retain(|c| c.peer != Some(pid));
-        self.flush.retain(|&p| p != pid);
+        self.unlink_from_order(pid);
         self.free_slots.push(pid);
+        true
     }
 
     pub fn remove_all_peers(&mut self) {
-        for pid in self.order.clone() {
-            self.remove_peer(pid);
+        let ids = self.ordered_ids();
+        if ids.is_empty() {
+            return;
         }
+        for pid in ids {
+            self.take_peer(pid);
+        }
+        // Every queued message of a peer is gone; cookie replies (no peer) stay.
+        self.outbox.retain(|c| c.peer.is_none());
+        self.flush.clear();
     }
 
     /// Changes the preshared key; it takes effect with the next handshake.
@@ -453,7 +510,7 @@ impl Device {
 
     /// Interface up: peers with a persistent keepalive announce themselves.
     pub fn up(&mut self, now: Instant) {
-        for pid in self.order.clone() {
+        for pid in self.ordered_ids() {
             let Some(p) = self.peer(pid) else { continue };
             if p.timers.persistent_keepalive_interval > 0 {
                 self.send_keepalive(now, pid);
@@ -1116,5 +1173,60 @@ pub fn source_address(packet: &[u8]) -> Option<IpAddr> {
             Some(IpAddr::V6(Ipv6Addr::from(a)))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        Device::new(
+            Box::new(rand_core::OsRng),
+            Instant::now(),
+            Duration::from_secs(1_700_000_000),
+        )
+    }
+
+    fn key(i: u32) -> PublicKey {
+        let mut k = [9u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        PublicKey(k)
+    }
+
+    fn listed(dev: &Device) -> Vec<PublicKey> {
+        dev.peers().map(|(_, p)| *p.public_key()).collect()
+    }
+
+    /// Creation order survives any mix of removals (holes, compaction, reused slots).
+    #[test]
+    fn peers_stay_in_creation_order_across_removals() {
+        let mut dev = device();
+        let mut model: Vec<u32> = Vec::new();
+        let mut next = 0u32;
+        let mut state = 0x2545_f491u32;
+        for _ in 0..3000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            if model.is_empty() || state % 3 != 0 {
+                dev.add_peer(key(next)).unwrap();
+                model.push(next);
+                next += 1;
+            } else {
+                let victim = model.remove(state as usize % model.len());
+                let pid = dev.peer_id(&key(victim)).unwrap();
+                dev.remove_peer(pid);
+                assert!(dev.peer_id(&key(victim)).is_none());
+            }
+            assert_eq!(dev.peer_count(), model.len());
+        }
+        let expected: Vec<PublicKey> = model.iter().map(|&i| key(i)).collect();
+        assert_eq!(listed(&dev), expected);
+        dev.remove_all_peers();
+        assert_eq!(dev.peer_count(), 0);
+        assert!(listed(&dev).is_empty());
+        dev.add_peer(key(1_000_000)).unwrap();
+        assert_eq!(listed(&dev), vec![key(1_000_000)]);
     }
 }
