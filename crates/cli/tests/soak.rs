@@ -98,6 +98,9 @@ fn ten_minute_transfer_with_loss_and_fast_rekeying() {
         "only {rotations} key rotations"
     );
     // Flat: after the first sample (buffers reach their working size), no growth beyond 2 MiB.
+    for (i, s) in samples.iter().enumerate().filter(|(i, _)| i % 6 == 0) {
+        eprintln!("soak: RSS KiB at {:>3} s: {s:?}", i * 10 + 10);
+    }
     if let Some(first) = samples.first() {
         for (i, end) in rss_end.iter().enumerate() {
             assert!(
