@@ -15,6 +15,7 @@ mod netlink;
 mod netns;
 mod pubkey;
 mod quick;
+mod reresolve;
 mod save;
 mod set;
 mod setconf;
@@ -109,6 +110,11 @@ const SUBCOMMANDS: &[Subcommand] = &[
         run: strip::strip,
         description:
             "Prints a wg-quick configuration file without its wg-quick keys, for `setconf'",
+    },
+    Subcommand {
+        name: "reresolve",
+        run: reresolve::reresolve,
+        description: "Re-resolves the endpoint names of a configuration file for stale peers",
     },
     Subcommand {
         name: "demo",

@@ -1494,7 +1494,9 @@ fn version_and_usage() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert!(
-            err.starts_with("Usage: ") && err.contains("[-f/--foreground] INTERFACE-NAME"),
+            err.starts_with("Usage: ")
+                && err.contains("[-f/--foreground]")
+                && err.trim_end().ends_with("INTERFACE-NAME"),
             "{args:?}: stderr {err:?}"
         );
         assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);

@@ -200,6 +200,62 @@ pub fn exit(shared: &Shared, code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Whether `packet`, read from our own TUN, is one of our own outer datagrams: UDP from our
+/// listen port to a peer's endpoint. That happens when a peer's endpoint is routed through
+/// its own tunnel (an endpoint inside a peer's allowed IPs, e.g. 0.0.0.0/0 without the
+/// endpoint exception). The kernel's WireGuard refuses such routes (its outer packets may not
+/// go back into the same device); in user space the datagram comes back to us, would be
+/// sealed again, grow, be fragmented and multiply: a 1 s ping flood made ferrowgd send
+/// ~150 MB into the loop. Dropping it ends the loop after one round (the flood then sends
+/// about as much as the kernel, and `wg show` stays responsive). Only the first fragment
+/// carries the ports; the rest of a fragmented datagram is sealed once more, comes back whole
+/// and small, and is dropped here on the next round.
+fn loops_back(packet: &[u8], port: u16, dev: &Device) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (dst, udp): (IpAddr, usize) = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
+            if packet[9] != 17 || offset != 0 {
+                return false;
+            }
+            let d: [u8; 4] = packet[16..20].try_into().unwrap_or_default();
+            (Ipv4Addr::from(d).into(), ihl)
+        }
+        Some(6) if packet.len() >= 40 => {
+            let d: [u8; 16] = packet[24..40].try_into().unwrap_or_default();
+            let udp = match packet[6] {
+                17 => 40,
+                // A fragment header: the first fragment of a UDP datagram.
+                44 if packet.len() >= 48
+                    && packet[40] == 17
+                    && u16::from_be_bytes([packet[42], packet[43]]) & 0xfff8 == 0 =>
+                {
+                    48
+                }
+                _ => return false,
+            };
+            (Ipv6Addr::from(d).into(), udp)
+        }
+        _ => return false,
+    };
+    let Some(ports) = packet.get(udp..udp + 4) else {
+        return false;
+    };
+    if u16::from_be_bytes([ports[0], ports[1]]) != port {
+        return false;
+    }
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    dev.peers().any(|(_, p)| {
+        p.endpoint()
+            .is_some_and(|e| e.addr.port() == dport && canonical(e.addr.ip()) == dst)
+    })
+}
+
 fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
     let mut reader = match TunReader::new(dev.clone()) {
         Ok(r) => r,
@@ -234,8 +290,12 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             let mut engine = shared.lock();
             let segments = max_segments(&engine);
             let room = engine.dev.mtu().max(1) + TRANSPORT_OVERHEAD + PADDING_MULTIPLE;
+            let port = engine.sockets.as_ref().map_or(0, |s| s.port);
             for i in 0..n {
                 let packet = &reader.bufs[i][..reader.sizes[i]];
+                if port != 0 && loops_back(packet, port, &engine.dev) {
+                    continue;
+                }
                 let tail =
                     arena.tail(room.max(packet.len() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE));
                 match engine.dev.handle_outgoing(now, packet, tail) {
@@ -368,7 +428,11 @@ fn timer_loop(shared: Arc<Shared>) {
         if now.duration_since(last_watch) >= Duration::from_secs(1) {
             last_watch = now;
             if let Some(p) = &shared.socket_path {
-                if std::fs::metadata(p).ok().map(|m| m.ino()) != shared.socket_ino {
+                // After a privilege drop the path is out of reach: watch the inode instead.
+                let gone = crate::privilege::socket_unlinked().unwrap_or_else(|| {
+                    std::fs::metadata(p).ok().map(|m| m.ino()) != shared.socket_ino
+                });
+                if gone {
                     shared.log.verbose("UAPI socket removed; shutting down");
                     exit(&shared, 0);
                 }
@@ -537,6 +601,12 @@ pub fn run(opts: Options) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("Failed to bind UDP sockets: {e}")),
     };
+    // Still one thread here: the kept capabilities pass to every thread spawned below.
+    match crate::privilege::drop_from_env(socket_path.as_deref()) {
+        Ok(Some(user)) => log.verbose(format!("Dropped privileges to user {user}")),
+        Ok(None) => {}
+        Err(e) => return fail(format!("Failed to drop privileges: {e}")),
+    }
     let engine = Engine {
         dev,
         sockets: Some(sockets),

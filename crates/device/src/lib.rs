@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod icmp;
 pub mod log;
 pub mod pipeline;
+pub mod privilege;
 pub mod sys;
 pub mod tun;
 pub mod tun_io;

@@ -24,6 +24,14 @@ use std::time::Instant;
 /// Largest payload of one GSO send (the kernel's limit is 64 KiB including headers).
 const GSO_MAX_BYTES: usize = 60_000;
 
+/// Largest datagram that may join a GSO run. The kernel refuses (EINVAL) a UDP_SEGMENT send
+/// whose segment plus headers exceeds the outgoing device's MTU — it never fragments GSO
+/// segments — and quinn-udp answers EINVAL by switching GSO off for the socket for good. So
+/// datagrams larger than a 1500-byte link carries whole (IPv6: 1500 - 48) always go one per
+/// send, where the IP layer fragments them: a tunnel MTU above 1420 (9000, 34,000) then
+/// works, at no cost to the usual 1420 (1452-byte datagrams).
+const GSO_MAX_SEGMENT: usize = 1452;
+
 /// A run of equal-length messages to one destination, `count` of them from `start`.
 struct Run {
     to: SocketAddr,
@@ -82,6 +90,7 @@ impl SendArena {
                 && r.start + run_len == start
                 && len <= r.segment
                 && r.count < max_segments
+                && r.segment <= GSO_MAX_SEGMENT
                 && run_len + len <= GSO_MAX_BYTES
             {
                 if len < r.segment {
@@ -126,6 +135,7 @@ impl SendArena {
                 // Append a shorter final datagram to the run it follows (same destination).
                 if let Some(next) = self.runs.get(i + 1) {
                     if next.to == r.to
+                        && r.segment <= GSO_MAX_SEGMENT
                         && next.start == end
                         && next.count == 1
                         && next.segment < r.segment

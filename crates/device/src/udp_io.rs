@@ -10,11 +10,59 @@
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, RwLock};
 
 /// Buffers per receive call and their size (a GRO buffer holds up to 64 KiB of datagrams).
 pub const RECV_BUFS: usize = 16;
 pub const GRO_BUF: usize = 65_536;
+
+/// quinn-udp's state for `sock`, with outer fragmentation allowed again.
+///
+/// `UdpSocketState::new` sets `IP_PMTUDISC_PROBE` (and, on IPv6 sockets,
+/// `IPV6_PMTUDISC_PROBE` + `IPV6_DONTFRAG`) because QUIC must never fragment. A WireGuard
+/// tunnel must: with a tunnel MTU above the path's (jumbo tunnel MTUs, wg-in-wg, a 1500-byte
+/// TUN on a 1500-byte link), every outer datagram larger than the path failed with EMSGSIZE —
+/// which quinn-udp swallows — so those packets vanished (0 of 10 UDP datagrams arrived at
+/// tunnel MTU 9000 or 34,000). The kernel's WireGuard sends outer packets without DF and
+/// lets the IP layer fragment them; so do we.
+fn fresh_state(sock: &UdpSocket) -> io::Result<UdpSocketState> {
+    let state = UdpSocketState::new(UdpSockRef::from(sock))?;
+    let fd = sock.as_raw_fd();
+    let v6 = matches!(sock.local_addr(), Ok(SocketAddr::V6(_)));
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    );
+    if v6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        );
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    }
+    Ok(state)
+}
+
+/// `setsockopt(fd, level, name, &value)`; best effort (an option the kernel lacks leaves the
+/// socket as it was, which only matters for oversized datagrams).
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: `fd` is a socket owned by the caller for the duration of the call; the option
+    // value is a live `c_int` whose size is passed alongside.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
 
 pub struct UdpIo {
     pub sock: Arc<UdpSocket>,
@@ -27,7 +75,7 @@ pub struct UdpIo {
 
 impl UdpIo {
     pub fn new(sock: Arc<UdpSocket>) -> io::Result<UdpIo> {
-        let state = RwLock::new(UdpSocketState::new(UdpSockRef::from(&*sock))?);
+        let state = RwLock::new(fresh_state(&sock)?);
         let offload = std::env::var_os("FERROWG_NO_UDP_OFFLOAD").is_none();
         Ok(UdpIo {
             sock,
@@ -89,7 +137,7 @@ impl UdpIo {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
                 if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIO)) {
                     // Undo quinn-udp's reaction to the EINVAL (GSO and cmsgs switched off).
-                    if let Ok(fresh) = UdpSocketState::new(UdpSockRef::from(&*self.sock)) {
+                    if let Ok(fresh) = fresh_state(&self.sock) {
                         *self.state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
                     }
                 }

@@ -31,9 +31,8 @@ pub(crate) fn is_zero_key(key: &Key) -> bool {
 /// A numeric endpoint: `a.b.c.d:port`, `[v6]:port` or `[v6%scope]:port`.
 ///
 /// IPv6 must be bracketed (as wireguard-go's parser requires, and as every implementation
-/// prints it) and an IPv4 address must not be. The scope must be a numeric interface index:
-/// resolving names would need `if_nametoindex`, i.e. `unsafe` FFI, and no implementation
-/// prints a name there.
+/// prints it) and an IPv4 address must not be. The scope is an interface index, or a name
+/// (what `wg` sends) resolved through sysfs in the caller's network namespace.
 pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
     if let Some(inner) = text.strip_prefix('[') {
         let (host, port) = inner.split_once("]:").ok_or("expected [IPv6]:port")?;
@@ -46,9 +45,13 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
             .map_err(|_| "not a numeric IPv6 address inside the brackets")?;
         let scope_id = match scope {
             None => 0,
-            Some(scope) => parse_decimal(scope, u64::from(u32::MAX))
-                .ok_or("the scope must be a numeric interface index")?
-                as u32,
+            Some(scope) => match parse_decimal(scope, u64::from(u32::MAX)) {
+                Some(index) => index as u32,
+                // `wg` sends the scope as the interface name (`[fe80::1%eth0]:51820`), as
+                // getnameinfo prints it; the kernel and wireguard-go resolve it to its index.
+                None => interface_index(scope)
+                    .ok_or("the scope must be an interface index or an existing interface name")?,
+            },
         };
         let port = parse_port(port)?;
         Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope_id)))
@@ -66,6 +69,18 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
         let port = parse_port(port)?;
         Ok(SocketAddr::new(IpAddr::V4(ip), port))
     }
+}
+
+/// The index of interface `name` in this network namespace (sysfs; no libc call needed).
+fn interface_index(name: &str) -> Option<u32> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn parse_port(text: &str) -> Result<u16, &'static str> {
@@ -155,13 +170,21 @@ mod tests {
             "[::1]:",
             "[::1]51820",
             "[192.0.2.1]:5",
-            "[fe80::1%eth0]:5",
+            "[fe80::1%no-such-if0]:5",
             "[fe80::1%]:5",
             "example.com:51820",
             "",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn scope_names_resolve_to_their_index() {
+        // `lo` exists in every network namespace, with index 1.
+        let a = parse_endpoint("[fe80::1%lo]:51820").unwrap();
+        let SocketAddr::V6(v6) = a else { panic!("{a}") };
+        assert_eq!(v6.scope_id(), 1);
     }
 
     #[test]

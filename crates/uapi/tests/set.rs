@@ -322,7 +322,7 @@ fn endpoints_are_numeric_ip_and_port() {
         "::1:51820",
         "[::1]",
         "[192.0.2.1]:5",
-        "[fe80::1%eth0]:51820",
+        "[fe80::1%no-such-if0]:51820",
         "vpn.example.com:51820",
         "",
     ] {
