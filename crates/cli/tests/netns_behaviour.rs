@@ -32,37 +32,6 @@ const MIB: u64 = 1 << 20;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Polls `f` every 50 ms until it returns true or `timeout` passes; returns its last answer.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `wg show IFNAME endpoints` as `(peer, endpoint text)`.
-fn endpoints(ns: &Netns, ifname: &str) -> Vec<(String, String)> {
-    wg(ns, &["show", ifname, "endpoints"])
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, e)| (k.to_string(), e.trim().to_string()))
-        .collect()
-}
-
-fn endpoint_of(ns: &Netns, ifname: &str, peer: &str) -> String {
-    endpoints(ns, ifname)
-        .into_iter()
-        .find(|(k, _)| k == peer)
-        .map(|(_, e)| e)
-        .unwrap_or_else(|| panic!("peer {peer} not on {ifname}"))
-}
-
 /// `wg show IFNAME allowed-ips` as `(peer, [prefix…])`.
 fn allowed_ips(ns: &Netns, ifname: &str) -> Vec<(String, Vec<String>)> {
     wg(ns, &["show", ifname, "allowed-ips"])

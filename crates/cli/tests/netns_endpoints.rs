@@ -24,29 +24,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// Polls `f` every 50 ms until it returns true or `timeout` passes.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn endpoint_of(ns: &Netns, ifname: &str, peer: &str) -> String {
-    wg(ns, &["show", ifname, "endpoints"])
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .find(|(k, _)| *k == peer)
-        .map(|(_, e)| e.trim().to_string())
-        .unwrap_or_else(|| panic!("peer {peer} not on {ifname}"))
-}
-
 /// The other side: wireguard-go (Debian's) when installed, ferrowgd otherwise.
 fn other_kind() -> DaemonKind {
     DaemonKind::wireguard_go_system().unwrap_or(DaemonKind::Ferrowgd)

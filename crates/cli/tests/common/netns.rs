@@ -2093,3 +2093,38 @@ pub fn datagram_losses(ns: &Netns, ifnames: &[&str]) -> Losses {
     }
     losses
 }
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by the netns test files
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `wg show IFNAME endpoints` as `(peer, endpoint text)`.
+pub fn endpoints(ns: &Netns, ifname: &str) -> Vec<(String, String)> {
+    wg(ns, &["show", ifname, "endpoints"])
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, e)| (k.to_string(), e.trim().to_string()))
+        .collect()
+}
+
+/// The endpoint `wg show` reports for `peer` on `ifname`.
+pub fn endpoint_of(ns: &Netns, ifname: &str, peer: &str) -> String {
+    endpoints(ns, ifname)
+        .into_iter()
+        .find(|(k, _)| k == peer)
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| panic!("peer {peer} not on {ifname}"))
+}
