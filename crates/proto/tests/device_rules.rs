@@ -6,8 +6,7 @@
 mod common;
 use common::*;
 use ferrowg_proto::constants::*;
-use ferrowg_proto::device::{Device, DropReason, Outgoing, Received};
-use ferrowg_proto::index::PeerId;
+use ferrowg_proto::device::{DropReason, Outgoing, Received};
 use ferrowg_proto::keys::{PresharedKey, PrivateKey};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -15,28 +14,6 @@ use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
-
-fn le32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn only_peer(d: &Device) -> PeerId {
-    let mut it = d.peers();
-    let (pid, _) = it.next().expect("one peer");
-    assert!(it.next().is_none());
-    pid
-}
-
-fn establish(p: &mut Pair) {
-    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0xffff_0000);
-    assert!(matches!(p.send(Side::A, &pkt), Outgoing::Staged { .. }));
-    p.run();
-    assert_eq!(
-        p.delivered_b.last(),
-        Some(&pkt),
-        "handshake did not complete"
-    );
-}
 
 /// The tag `ipv4_packet` puts at bytes 20..24.
 fn tag(pkt: &[u8]) -> u32 {

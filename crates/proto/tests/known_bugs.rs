@@ -47,7 +47,6 @@ use ferrowg_proto::constants::*;
 use ferrowg_proto::cookie::CookieGenerator;
 use ferrowg_proto::crypto;
 use ferrowg_proto::device::{Device, DropReason, Outgoing, Received};
-use ferrowg_proto::index::PeerId;
 use ferrowg_proto::keys::{PresharedKey, PrivateKey};
 use ferrowg_proto::messages::{padded_len, Response};
 use ferrowg_proto::noise::{self, Identity, PeerKeys};
@@ -63,31 +62,8 @@ use std::time::{Duration, Instant};
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
-fn le32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
 fn counter_of(m: &[u8]) -> u64 {
     u64::from_le_bytes(m[8..16].try_into().unwrap())
-}
-
-fn only_peer(d: &Device) -> PeerId {
-    let mut it = d.peers();
-    let (pid, _) = it.next().expect("one peer");
-    assert!(it.next().is_none());
-    pid
-}
-
-/// A sends one packet and the handshake it triggers runs to completion.
-fn establish(p: &mut Pair) {
-    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0xffff_0000);
-    assert!(matches!(p.send(Side::A, &pkt), Outgoing::Staged { .. }));
-    p.run();
-    assert_eq!(
-        p.delivered_b.last(),
-        Some(&pkt),
-        "handshake did not complete"
-    );
 }
 
 /// Sends an inner packet from `side` with the link cut and returns the sealed datagram.

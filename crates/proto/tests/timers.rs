@@ -7,8 +7,7 @@
 mod common;
 use common::*;
 use ferrowg_proto::constants::*;
-use ferrowg_proto::device::{Device, DropReason, Outgoing, Received};
-use ferrowg_proto::index::PeerId;
+use ferrowg_proto::device::{DropReason, Outgoing, Received};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -17,28 +16,9 @@ const MS: Duration = Duration::from_millis(1);
 /// Largest jitter added to REKEY_TIMEOUT-based timers (0..=333 ms).
 const JITTER_MAX: Duration = Duration::from_millis(REKEY_TIMEOUT_JITTER_MAX_MS - 1);
 
-fn le32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// The one peer of a pair's device.
-fn only_peer(d: &Device) -> PeerId {
-    let mut it = d.peers();
-    let (pid, _) = it.next().expect("one peer");
-    assert!(it.next().is_none());
-    pid
-}
-
-/// A sends one packet and the handshake it triggers runs to completion (no time passes).
+/// [`common::establish`], and both sides then hold a current session.
 fn establish(p: &mut Pair) {
-    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0xffff_0000);
-    assert!(matches!(p.send(Side::A, &pkt), Outgoing::Staged { .. }));
-    p.run();
-    assert_eq!(
-        p.delivered_b.last(),
-        Some(&pkt),
-        "handshake did not complete"
-    );
+    common::establish(p);
     assert!(p
         .a
         .peer(only_peer(&p.a))

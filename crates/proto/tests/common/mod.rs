@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use ferrowg_proto::device::{Device, DropReason, Outgoing, Received, Transmit};
+use ferrowg_proto::index::PeerId;
 use ferrowg_proto::keys::{PresharedKey, PrivateKey};
 use ferrowg_proto::peer::Endpoint;
 use rand_core::{CryptoRng, RngCore};
@@ -373,4 +374,29 @@ pub fn ipv4_packet(src: &str, dst: &str, payload_len: usize, tag: u32) -> Vec<u8
     p[16..20].copy_from_slice(&d.octets());
     p[20..24].copy_from_slice(&tag.to_be_bytes());
     p
+}
+
+/// A little-endian u32 at the start of `b` (message type words, indices).
+pub fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The one peer of a pair's device.
+pub fn only_peer(d: &Device) -> PeerId {
+    let mut it = d.peers();
+    let (pid, _) = it.next().expect("one peer");
+    assert!(it.next().is_none());
+    pid
+}
+
+/// A sends one packet and the handshake it triggers runs to completion (no time passes).
+pub fn establish(p: &mut Pair) {
+    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0xffff_0000);
+    assert!(matches!(p.send(Side::A, &pkt), Outgoing::Staged { .. }));
+    p.run();
+    assert_eq!(
+        p.delivered_b.last(),
+        Some(&pkt),
+        "handshake did not complete"
+    );
 }
