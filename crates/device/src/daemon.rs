@@ -21,7 +21,7 @@ use crate::tun::Tun;
 use crate::tun_io::{TunDevice, TunReader, TunWriter};
 use crate::udp::UdpSockets;
 use crate::udp_io::UdpIo;
-use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
+use ferrowg_proto::constants::{DEFAULT_MTU, PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
 use ferrowg_proto::device::{Device, Event, Outgoing, UNDER_LOAD_BACKLOG};
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -37,8 +37,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How often idle threads look at the shutdown flag (ms).
 const POLL_MS: i32 = 500;
 const TIMER_TICK: Duration = Duration::from_millis(50);
-
-pub const DEFAULT_MTU: u32 = 1420;
 
 pub struct Shared {
     engine: Mutex<Engine>,
@@ -596,7 +594,7 @@ pub fn run(opts: Options) -> i32 {
     let rng = Box::new(rand_core::OsRng);
     let mut dev = Device::new(rng, now, unix_now());
     dev.enable_events(level >= Level::Verbose);
-    dev.set_mtu(crate::tun::get_mtu(&opts.ifname).unwrap_or(DEFAULT_MTU) as usize);
+    dev.set_mtu(crate::tun::get_mtu(&opts.ifname).map_or(DEFAULT_MTU, |m| m as usize));
     let sockets = match UdpSockets::bind(0, 0) {
         Ok(s) => s,
         Err(e) => return fail(format!("Failed to bind UDP sockets: {e}")),

@@ -78,27 +78,6 @@ impl UdpSockets {
         Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EADDRINUSE)))
     }
 
-    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let sock = match to {
-            SocketAddr::V4(_) => self.v4.as_ref(),
-            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-                Some(_) => self.v4.as_ref(),
-                None => self.v6.as_ref(),
-            },
-        };
-        let to = match to {
-            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
-                None => to,
-            },
-            v4 => v4,
-        };
-        match sock {
-            Some(s) => s.send_to(buf, to),
-            None => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
-        }
-    }
-
     /// The batched-I/O handle for a destination's family (IPv4-mapped addresses are IPv4).
     pub fn io_for(&self, to: SocketAddr) -> Option<&Arc<UdpIo>> {
         match to {
