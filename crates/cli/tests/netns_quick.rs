@@ -228,6 +228,11 @@ fn uplinked_netns(mtu: u32) -> Netns {
     ns.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
     ns.ip(&["link", "set", "up0", "mtu", &mtu.to_string()]);
     ns.ip(&["address", "add", "192.0.2.1/24", "dev", "up0"]);
+    // No IPv6 link-local addresses on the uplink: their duplicate-address detection finishes
+    // at its own pace and would make before/after snapshots of the routing state race.
+    for link in ["up0", "up1"] {
+        ns.ip(&["link", "set", link, "addrgenmode", "none"]);
+    }
     ns.ip(&["link", "set", "up0", "up"]);
     ns.ip(&["link", "set", "up1", "up"]);
     ns.ip(&["route", "add", "default", "via", "192.0.2.254"]);
@@ -249,19 +254,6 @@ fn pids_with_arg(word: &str) -> Vec<u32> {
         }
     }
     out
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Nothing of `ifname` is left: no socket, no daemon, no state record.
