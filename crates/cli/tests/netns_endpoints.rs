@@ -8,8 +8,9 @@
 //!    PersistentKeepalive: the server still reaches it after 15 s of idleness;
 //! 4. tunnel MTUs 1280, 9000 and 34,000: TCP and maximum-size UDP datagrams arrive exact;
 //! 5. wg-in-wg: a tunnel inside a tunnel;
-//! 6. a routing loop (a peer's endpoint routed through its own tunnel): bounded, and
-//!    recovered from;
+//! 6. routing loops — a peer's endpoint routed through its own tunnel, and two interfaces in
+//!    two namespaces routing each other's outer datagrams into their tunnels: the bytes sent
+//!    during a 1 s ping flood stay under the kernel's 70 kB, and traffic recovers;
 //! 7. `ferrowg reresolve IF CONFIG` with names from `/etc/netns/NS/hosts`.
 //!
 //! The multi-address server (sticky source) is covered in `netns_behaviour.rs`.
@@ -505,6 +506,26 @@ fn tunnel_inside_a_tunnel() {
 // ---------------------------------------------------------------------------------------------
 // 6. Routing loop
 
+/// What the kernel sends during a 1 s ping flood into a routing loop (issue #10's figure).
+const LOOP_BUDGET: u64 = 70_000;
+
+/// `ping -f` for one second, then half a second for what is in flight to settle.
+fn ping_flood(ns: &Netns, to: IpAddr) {
+    let _ = ns.try_run(
+        "ping",
+        &["-f", "-q", "-w", "1", "-s", "56", &to.to_string()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// The daemon survived the loop and still answers `wg show` promptly.
+fn assert_responsive(side: &Side) {
+    let started = Instant::now();
+    wg(&side.ns, &["show", side.ifname()]);
+    assert!(started.elapsed() < Duration::from_secs(2), "wg show slow");
+    assert!(side.daemon.process().exited().is_none(), "ferrowgd died");
+}
+
 #[test]
 fn routing_loop_is_bounded_and_recovers() {
     if !require_netns() {
@@ -531,45 +552,129 @@ fn routing_loop_is_bounded_and_recovers() {
         ],
     );
     a.ns.ip(&["route", "add", &b_outer, "dev", a.ifname()]);
+    let veth0 = link_stat(&a.ns, &pair.link.a_ifname, "tx_bytes");
     let (_, tx0) = a.transfer_with(b);
-    let flood = a.ns.try_run(
-        "ping",
-        &[
-            "-f",
-            "-q",
-            "-w",
-            "1",
-            "-s",
-            "56",
-            &b.inner(Family::V4).to_string(),
-        ],
-    );
-    let _ = flood;
-    std::thread::sleep(Duration::from_millis(500));
+    ping_flood(&a.ns, b.inner(Family::V4));
     let (_, tx1) = a.transfer_with(b);
+    let veth = link_stat(&a.ns, &pair.link.a_ifname, "tx_bytes") - veth0;
     let tun_tx = link_stat(&a.ns, a.ifname(), "tx_packets");
     eprintln!(
-        "routing loop: ferrowgd sent {} bytes into the loop during a 1 s ping flood \
-         (the kernel: < 70 kB); tunnel tx_packets {tun_tx}",
+        "routing loop (own tunnel): ferrowgd sent {} bytes ({veth} bytes on the wire) into the \
+         loop during a 1 s ping flood (the kernel: < 70 kB); tunnel tx_packets {tun_tx}",
         tx1 - tx0
     );
-    // Still answering.
-    let started = Instant::now();
-    wg(&a.ns, &["show", a.ifname()]);
-    assert!(started.elapsed() < Duration::from_secs(2), "wg show slow");
-    assert!(a.daemon.process().exited().is_none(), "ferrowgd died");
+    assert_responsive(a);
     // The kernel sends < 70 kB; ferrowgd drops its own datagrams coming back (was ~150 MB).
     assert!(
-        tx1 - tx0 < 2 * MIB,
+        tx1 - tx0 < LOOP_BUDGET,
         "{} bytes sent into the loop",
         tx1 - tx0
     );
+    assert!(veth < LOOP_BUDGET, "{veth} bytes on the wire");
     // Fix the route: traffic recovers.
     a.ns.ip(&["route", "del", &b_outer, "dev", a.ifname()]);
     assert!(
         ping(&a.ns, b.inner(Family::V4), 2),
         "no recovery after the route was fixed"
     );
+}
+
+/// Two interfaces in two namespaces whose outer datagrams are routed into each other: A's
+/// endpoint for B (198.51.100.2) is not B's address but routed by B's namespace into B's
+/// tunnel, and B's endpoint for A (198.51.100.1) likewise into A's. With live sessions each
+/// datagram would be sealed by the other side, come back, be sealed again, grow and fragment;
+/// ferrowgd recognises the datagrams addressed to itself and drops them on the way in.
+#[test]
+fn two_interfaces_routed_into_each_other_are_bounded_and_recover() {
+    if require_netns() {
+        two_interface_loop(&DaemonKind::Ferrowgd);
+    }
+}
+
+/// The same loop with wireguard-go as the other interface: it seals whatever it is routed,
+/// ferrowgd ends the loop at its end.
+#[test]
+fn two_interface_loop_with_wireguard_go_is_bounded() {
+    if !require_netns() {
+        return;
+    }
+    match DaemonKind::wireguard_go_system() {
+        Some(kind) => two_interface_loop(&kind),
+        None => {
+            skip("Debian's wireguard-go is not installed");
+        }
+    }
+}
+
+fn two_interface_loop(b_kind: &DaemonKind) {
+    let pair = tunnel_pair(&DaemonKind::Ferrowgd, b_kind, &PairOptions::default());
+    let (a, b) = (&pair.a, &pair.b);
+    assert!(ping1(&a.ns, b.inner(Family::V4)));
+    let loop_a = "198.51.100.1";
+    let loop_b = "198.51.100.2";
+    for (me, other, mine, theirs, gateway) in [
+        (a, b, loop_a, loop_b, pair.link.b(Family::V4)),
+        (b, a, loop_b, loop_a, pair.link.a(Family::V4)),
+    ] {
+        me.ns.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        wg(
+            &me.ns,
+            &[
+                "set",
+                me.ifname(),
+                "peer",
+                &other.keys.public,
+                "endpoint",
+                &format!("{theirs}:{}", other.listen_port),
+                "allowed-ips",
+                &format!("{}/32,{}/128,{mine}/32", other.inner_v4, other.inner_v6),
+            ],
+        );
+        // The other side's endpoint leaves over the veth; ours, arriving from there, is
+        // forwarded into our own tunnel.
+        me.ns
+            .ip(&["route", "add", theirs, "via", &gateway.to_string()]);
+        me.ns.ip(&["route", "add", mine, "dev", me.ifname()]);
+    }
+    let veth0 = link_stat(&a.ns, &pair.link.a_ifname, "tx_bytes")
+        + link_stat(&b.ns, &pair.link.b_ifname, "tx_bytes");
+    let (_, a0) = a.transfer_with(b);
+    let (_, b0) = b.transfer_with(a);
+    ping_flood(&a.ns, b.inner(Family::V4));
+    let (_, a1) = a.transfer_with(b);
+    let (_, b1) = b.transfer_with(a);
+    let veth = link_stat(&a.ns, &pair.link.a_ifname, "tx_bytes")
+        + link_stat(&b.ns, &pair.link.b_ifname, "tx_bytes")
+        - veth0;
+    let sent = (a1 - a0) + (b1 - b0);
+    eprintln!(
+        "routing loop (two interfaces, ferrowgd + {}): the daemons sent {sent} bytes (A {}, B \
+         {}; {veth} bytes on the wire) into the loop during a 1 s ping flood (the kernel: < 70 kB)",
+        b_kind.label(),
+        a1 - a0,
+        b1 - b0
+    );
+    assert_responsive(a);
+    if *b_kind == DaemonKind::Ferrowgd {
+        assert_responsive(b);
+    }
+    assert!(sent > 0, "the flood never entered the tunnel");
+    assert!(sent < LOOP_BUDGET, "{sent} bytes sent into the loop");
+    assert!(veth < LOOP_BUDGET, "{veth} bytes on the wire");
+    // Fix it: each endpoint address becomes the host's own, no longer routed into a tunnel.
+    for (me, mine, ifname) in [
+        (a, loop_a, &pair.link.a_ifname),
+        (b, loop_b, &pair.link.b_ifname),
+    ] {
+        me.ns.ip(&["route", "del", mine, "dev", me.ifname()]);
+        me.ns
+            .ip(&["addr", "add", &format!("{mine}/32"), "dev", ifname]);
+    }
+    assert!(
+        ping(&a.ns, b.inner(Family::V4), 2),
+        "no recovery after the routes were fixed"
+    );
+    assert!(ping1(&b.ns, a.inner(Family::V4)));
 }
 
 // ---------------------------------------------------------------------------------------------

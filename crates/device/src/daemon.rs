@@ -198,16 +198,23 @@ pub fn exit(shared: &Shared, code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Whether `packet`, read from our own TUN, is one of our own outer datagrams: UDP from our
-/// listen port to a peer's endpoint. That happens when a peer's endpoint is routed through
-/// its own tunnel (an endpoint inside a peer's allowed IPs, e.g. 0.0.0.0/0 without the
-/// endpoint exception). The kernel's WireGuard refuses such routes (its outer packets may not
-/// go back into the same device); in user space the datagram comes back to us, would be
-/// sealed again, grow, be fragmented and multiply: a 1 s ping flood made ferrowgd send
-/// ~150 MB into the loop. Dropping it ends the loop after one round (the flood then sends
-/// about as much as the kernel, and `wg show` stays responsive). Only the first fragment
-/// carries the ports; the rest of a fragmented datagram is sealed once more, comes back whole
-/// and small, and is dropped here on the next round.
+/// Whether `packet`, read from our own TUN, is an outer datagram of ours coming back into
+/// the tunnel, the start of a routing loop. Two shapes:
+///
+/// - one of our own datagrams: UDP from our listen port to a peer's endpoint. That happens
+///   when a peer's endpoint is routed through its own tunnel (an endpoint inside a peer's
+///   allowed IPs, e.g. 0.0.0.0/0 without the endpoint exception). The kernel's WireGuard
+///   refuses such routes (its outer packets may not go back into the same device);
+/// - a WireGuard message addressed to us ([`Device::is_addressed_to_us`]): another
+///   interface's datagrams to us routed into our tunnel, as when two interfaces in two
+///   namespaces route each other's outer datagrams into their own tunnels.
+///
+/// In user space such a datagram would be sealed again, grow, be fragmented and multiply: a
+/// 1 s ping flood made ferrowgd send ~150 MB into the loop. Dropping it ends the loop after
+/// one round (the flood then sends about as much as the kernel, and `wg show` stays
+/// responsive). Only the first fragment carries the ports and the message header; the rest
+/// of a fragmented datagram is sealed once more, comes back whole and small, and is dropped
+/// here on the next round.
 fn loops_back(packet: &[u8], port: u16, dev: &Device) -> bool {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let (dst, udp): (IpAddr, usize) = match packet.first().map(|b| b >> 4) {
@@ -237,9 +244,12 @@ fn loops_back(packet: &[u8], port: u16, dev: &Device) -> bool {
         }
         _ => return false,
     };
-    let Some(ports) = packet.get(udp..udp + 4) else {
+    let Some(ports) = packet.get(udp..udp + 8) else {
         return false;
     };
+    if dev.is_addressed_to_us(&packet[udp + 8..]) {
+        return true;
+    }
     if u16::from_be_bytes([ports[0], ports[1]]) != port {
         return false;
     }

@@ -545,6 +545,31 @@ impl Device {
         matches!(self.under_load_until, Some(t) if now < t)
     }
 
+    /// Whether `datagram` (a UDP payload, possibly only the start of one) is a WireGuard
+    /// message meant for this very device: an initiation carrying our mac1, or a response,
+    /// cookie reply or transport message to one of our live receiver indices. The caller
+    /// asks this of packets about to enter the tunnel: one of them means another
+    /// interface's outer datagrams to us are being routed back into our own tunnel, a loop
+    /// that would otherwise seal them again and again. A chance match needs 32 random bits
+    /// to equal a live index, and only drops that one packet.
+    pub fn is_addressed_to_us(&self, datagram: &[u8]) -> bool {
+        let receiver = |at: usize| {
+            datagram
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let to_live_index = |at: usize| receiver(at).is_some_and(|i| self.indices.get(i).is_some());
+        match messages::classify(datagram) {
+            Some(MessageType::Initiation) => self
+                .checker
+                .as_ref()
+                .is_some_and(|c| c.check_mac1(datagram)),
+            Some(MessageType::Response) => to_live_index(8),
+            Some(MessageType::CookieReply | MessageType::Transport) => to_live_index(4),
+            None => false,
+        }
+    }
+
     // ----- receive -------------------------------------------------------------------
 
     /// Processes one datagram from `from`. Transport data is decrypted in place in `buf`.

@@ -993,3 +993,39 @@ mod fuzz {
         }
     }
 }
+
+// ----- routing loops: our own messages about to re-enter the tunnel ---------------------
+
+#[test]
+fn messages_addressed_to_us_are_recognised() {
+    let mut p = Pair::new(false, true, true);
+    p.connected = false;
+    p.send(Side::A, &ipv4_packet(A_TUN, B_TUN, 40, 1));
+    p.run();
+    let init = p.log[p.indices_of(0, Side::A, MESSAGE_INITIATION)[0]]
+        .bytes
+        .clone();
+    // An initiation carries the responder's mac1: it is B's, not A's.
+    assert!(p.b.is_addressed_to_us(&init));
+    assert!(!p.a.is_addressed_to_us(&init));
+    let mut wrong_mac1 = init.clone();
+    wrong_mac1[ferrowg_proto::messages::Initiation::MAC1_OFFSET] ^= 1;
+    assert!(!p.b.is_addressed_to_us(&wrong_mac1));
+
+    let mut p = Pair::new(false, true, true);
+    establish(&mut p);
+    let to_b = seal(&mut p, Side::A, &ipv4_packet(A_TUN, B_TUN, 40, 2));
+    let to_a = seal(&mut p, Side::B, &ipv4_packet(B_TUN, A_TUN, 40, 3));
+    assert!(p.b.is_addressed_to_us(&to_b) && !p.a.is_addressed_to_us(&to_b));
+    assert!(p.a.is_addressed_to_us(&to_a) && !p.b.is_addressed_to_us(&to_a));
+    // The first fragment of a large message is enough (the header is at the front).
+    assert!(p.b.is_addressed_to_us(&to_b[..48]));
+    // Another receiver index, garbage and truncated headers are not ours.
+    let mut other = to_b.clone();
+    let idx = le32(&other[4..]).wrapping_add(1);
+    other[4..8].copy_from_slice(&idx.to_le_bytes());
+    assert!(!p.b.is_addressed_to_us(&other));
+    assert!(!p.b.is_addressed_to_us(&to_b[..3]));
+    assert!(!p.b.is_addressed_to_us(&[]));
+    assert!(!p.b.is_addressed_to_us(&[9u8; 64]));
+}
