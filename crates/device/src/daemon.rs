@@ -335,23 +335,19 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        match sys::wait_readable(fd, POLL_MS) {
-            Ok(true) => {}
-            Ok(false) => {
-                if shared.lock().socket_generation != generation {
+        // Receive first and poll only when the socket is empty: under load it rarely is,
+        // and the poll cost a system call (and often a sleep and a wake-up) per batch.
+        let n = match batch.recv(&io) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A replaced socket is shut down: it polls readable with nothing to read, so
+                // the generation is checked after every wake-up, not only on timeouts.
+                if sys::wait_readable(fd, POLL_MS).is_err()
+                    || shared.lock().socket_generation != generation
+                {
                     return;
                 }
                 continue;
-            }
-            Err(_) => return,
-        }
-        let n = match batch.recv(&io) {
-            Ok(n) => n,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                0
             }
             Err(_) => 0,
         };

@@ -77,7 +77,11 @@ impl TunReader {
                 sys::set_nonblocking(t.raw_fd(), true)?;
                 Some(t)
             }
-            TunDevice::Offload(_) => None,
+            TunDevice::Offload(d) => {
+                // Reads are attempted before polling (see `read_batch`).
+                d.set_nonblocking(true)?;
+                None
+            }
         };
         // Zeroed allocations are mapped lazily: only the bytes packets touch become resident.
         Ok(TunReader {
@@ -94,17 +98,27 @@ impl TunReader {
     /// Blocks for the next batch; returns how many packets are in `bufs[i][..sizes[i]]`.
     /// `Ok(0)` means "nothing yet" (a poll timeout or a packet the offload code skipped).
     pub fn read_batch(&mut self, timeout_ms: i32) -> io::Result<usize> {
+        // Read first and poll only when the queue is empty: under load it rarely is, and the
+        // poll was a second system call (and often a sleep and a wake-up) for every batch.
+        if let Some(n) = self.try_read()? {
+            return Ok(n);
+        }
         if !sys::wait_readable(self.dev.raw_fd(), timeout_ms)? {
             return Ok(0);
         }
+        Ok(self.try_read()?.unwrap_or(0))
+    }
+
+    /// One non-blocking batch read; `None` when the queue is empty.
+    fn try_read(&mut self) -> io::Result<Option<usize>> {
         match &*self.dev {
             TunDevice::Offload(d) => {
                 match d.recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0) {
-                    Ok(n) => Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
                     // A malformed super-packet from the kernel is dropped, not fatal.
-                    Err(e) if e.raw_os_error().is_none() => Ok(0),
+                    Err(e) if e.raw_os_error().is_none() => Ok(Some(0)),
                     Err(e) => Err(e),
                 }
             }
@@ -122,7 +136,7 @@ impl TunReader {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(n)
+                Ok(if n == 0 { None } else { Some(n) })
             }
         }
     }
