@@ -24,6 +24,7 @@ use crate::tai64n::Tai64N;
 use rand_core::CryptoRngCore;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A handshake backlog at least this long puts the device "under load" (wireguard-go's
@@ -86,6 +87,75 @@ pub enum Outgoing {
     NoEndpoint { peer: PeerId },
     /// Not an IPv4/IPv6 packet.
     Invalid,
+}
+
+/// What `prepare_outgoing` made of an IP packet: either a job to seal (on any thread), or
+/// the same outcomes as `handle_outgoing`.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Routed, nonce taken, timers updated: seal with [`SealJob::seal`] and send.
+    Seal(SealJob),
+    Staged {
+        peer: PeerId,
+    },
+    NoRoute,
+    NoEndpoint {
+        peer: PeerId,
+    },
+    Invalid,
+}
+
+/// One transport message to seal: the keypair and counter were fixed in order by the
+/// device, so the sealing itself can run on any thread, in any order, outside the device.
+/// Whoever sends the results must keep a peer's messages in the order of their jobs (the
+/// counters) — the receiver's replay window tolerates reordering, but TCP does not like it.
+#[derive(Debug, Clone)]
+pub struct SealJob {
+    pub peer: PeerId,
+    pub to: Endpoint,
+    keypair: Arc<Keypair>,
+    counter: u64,
+    padded: usize,
+}
+
+impl SealJob {
+    /// Length of the sealed message.
+    pub fn sealed_len(&self) -> usize {
+        TRANSPORT_OVERHEAD + self.padded
+    }
+
+    /// The counter (nonce) this message carries.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Seals `packet` into `out[..self.sealed_len()]` and returns that length. Panics if
+    /// `out` is shorter (the caller sized it from `sealed_len`).
+    pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> usize {
+        let end = TRANSPORT_HEADER_LEN + self.padded;
+        out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len()].copy_from_slice(packet);
+        out[TRANSPORT_HEADER_LEN + packet.len()..end].fill(0);
+        self.keypair.seal(self.counter, out, self.padded)
+    }
+}
+
+/// One transport message to open, found by `begin_transport`: like [`SealJob`], the
+/// decryption may run on any thread; `finish_transport` then applies the replay window and
+/// the rest under the device.
+#[derive(Debug, Clone)]
+pub struct OpenJob {
+    keypair: Arc<Keypair>,
+    counter: u64,
+}
+
+impl OpenJob {
+    /// Decrypts the whole transport message `buf` in place; the plaintext is left at
+    /// `buf[16..16 + returned length]`.
+    pub fn open(&self, buf: &mut [u8]) -> Result<usize, DropReason> {
+        self.keypair
+            .open(self.counter, buf)
+            .map_err(|_| DropReason::DecryptFailed)
+    }
 }
 
 /// A datagram to send, written into the caller's buffer by `poll_transmit`.
@@ -779,21 +849,27 @@ impl Device {
         from: Endpoint,
         buf: &mut [u8],
     ) -> Result<Received, DropReason> {
+        let job = self.begin_transport(now, buf)?;
+        let opened = job.open(buf);
+        self.finish_transport(now, from, &job, opened, buf)
+    }
+
+    /// First third of receiving a transport message (`buf`, classified as one by the
+    /// caller or not): finds its keypair and rejects expired keys and counters the replay
+    /// window already refuses. The decryption ([`OpenJob::open`]) may then run elsewhere.
+    pub fn begin_transport(&self, now: Instant, buf: &[u8]) -> Result<OpenJob, DropReason> {
         let hdr = TransportHeader::parse(buf).ok_or(DropReason::NotWireGuard)?;
         let pid = self
             .indices
             .get(hdr.receiver)
             .ok_or(DropReason::UnknownIndex)?;
         let peer = self.peers[pid as usize]
-            .as_mut()
-            .ok_or(DropReason::UnknownIndex)?;
-        let slot = peer
-            .sessions
-            .find(hdr.receiver)
+            .as_ref()
             .ok_or(DropReason::UnknownIndex)?;
         let session = peer
             .sessions
-            .get_mut(slot)
+            .find(hdr.receiver)
+            .and_then(|slot| peer.sessions.get(slot))
             .ok_or(DropReason::UnknownIndex)?;
         if !session.can_receive(now, hdr.counter) {
             return Err(if session.keypair.age(now) >= REJECT_AFTER_TIME {
@@ -802,11 +878,45 @@ impl Device {
                 DropReason::ReplayedCounter
             });
         }
-        let len = session
-            .keypair
-            .open(hdr.counter, buf)
-            .map_err(|_| DropReason::DecryptFailed)?;
-        if !session.accept_counter(hdr.counter) {
+        Ok(OpenJob {
+            keypair: session.keypair.clone(),
+            counter: hdr.counter,
+        })
+    }
+
+    /// Last third: the result of [`OpenJob::open`] on `buf`. The keypair must still be held
+    /// (a rotation while the message was being opened drops it), the counter passes the
+    /// replay window exactly once, then roaming, timers, the inner-packet and source checks.
+    pub fn finish_transport(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        job: &OpenJob,
+        opened: Result<usize, DropReason>,
+        buf: &[u8],
+    ) -> Result<Received, DropReason> {
+        let len = opened?;
+        let local_index = job.keypair.local_index;
+        let pid = self
+            .indices
+            .get(local_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = self.peers[pid as usize]
+            .as_mut()
+            .ok_or(DropReason::UnknownIndex)?;
+        let slot = peer
+            .sessions
+            .find(local_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let session = peer
+            .sessions
+            .get_mut(slot)
+            .ok_or(DropReason::UnknownIndex)?;
+        if !Arc::ptr_eq(&session.keypair, &job.keypair) {
+            // The index was released and reused while the message was being opened.
+            return Err(DropReason::UnknownIndex);
+        }
+        if !session.accept_counter(job.counter) {
             return Err(DropReason::ReplayedCounter);
         }
         self.after_authenticated_receive(now, pid, slot, from);
@@ -895,23 +1005,57 @@ impl Device {
     /// Routes and encrypts one IP packet from the TUN into `out`, which must have room for
     /// `packet.len() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE` bytes.
     pub fn handle_outgoing(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> Outgoing {
+        match self.prepare_outgoing(now, packet) {
+            Prepared::Seal(job) => {
+                if out.len() < job.sealed_len() {
+                    return Outgoing::Invalid;
+                }
+                let len = job.seal(packet, out);
+                Outgoing::Sent {
+                    peer: job.peer,
+                    to: job.to,
+                    len,
+                }
+            }
+            Prepared::Staged { peer } => Outgoing::Staged { peer },
+            Prepared::NoRoute => Outgoing::NoRoute,
+            Prepared::NoEndpoint { peer } => Outgoing::NoEndpoint { peer },
+            Prepared::Invalid => Outgoing::Invalid,
+        }
+    }
+
+    /// Everything of `handle_outgoing` but the encryption: routes `packet`, takes the next
+    /// counter of the current session and runs the send-side timers, in the caller's order.
+    /// The returned job seals on any thread.
+    pub fn prepare_outgoing(&mut self, now: Instant, packet: &[u8]) -> Prepared {
         let Some(dst) = destination_address(packet) else {
-            return Outgoing::Invalid;
+            return Prepared::Invalid;
         };
         let Some(pid) = self.allowed_ips.lookup(dst) else {
-            return Outgoing::NoRoute;
+            return Prepared::NoRoute;
         };
         let mtu = self.mtu;
         let Some(peer) = self.peers[pid as usize].as_mut() else {
-            return Outgoing::NoRoute;
+            return Prepared::NoRoute;
         };
         let Some(to) = peer.endpoint else {
-            return Outgoing::NoEndpoint { peer: pid };
+            return Prepared::NoEndpoint { peer: pid };
         };
         if peer.staged.is_empty() {
-            if let Some(len) = seal_into(peer, now, packet, out, mtu) {
-                self.after_send(now, pid, true);
-                return Outgoing::Sent { peer: pid, to, len };
+            if let Some(session) = peer.sessions.current.as_mut() {
+                if let Some(counter) = session.next_counter(now) {
+                    let padded = messages::padded_len(packet.len(), mtu);
+                    let job = SealJob {
+                        peer: pid,
+                        to,
+                        keypair: session.keypair.clone(),
+                        counter,
+                        padded,
+                    };
+                    peer.tx_bytes += job.sealed_len() as u64;
+                    self.after_send(now, pid, true);
+                    return Prepared::Seal(job);
+                }
             }
         }
         if peer.staged.len() >= MAX_STAGED_PACKETS {
@@ -919,7 +1063,7 @@ impl Device {
         }
         peer.staged.push_back(packet.to_vec());
         self.send_staged(now, pid);
-        Outgoing::Staged { peer: pid }
+        Prepared::Staged { peer: pid }
     }
 
     /// Timers and rekeying after a message went out on the current session.

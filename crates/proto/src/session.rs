@@ -26,6 +26,17 @@ pub struct Keypair {
     receiving: AeadKey,
 }
 
+/// Indices and role only: the keys are never printed.
+impl std::fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keypair")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("is_initiator", &self.is_initiator)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Keypair {
     pub fn new(
         keys: &SessionKeys,
@@ -170,6 +181,14 @@ impl Sessions {
             Some(Slot::Next)
         } else {
             None
+        }
+    }
+
+    pub fn get(&self, slot: Slot) -> Option<&Session> {
+        match slot {
+            Slot::Previous => self.previous.as_deref(),
+            Slot::Current => self.current.as_deref(),
+            Slot::Next => self.next.as_deref(),
         }
     }
 

@@ -1029,3 +1029,103 @@ fn messages_addressed_to_us_are_recognised() {
     assert!(!p.b.is_addressed_to_us(&[]));
     assert!(!p.b.is_addressed_to_us(&[9u8; 64]));
 }
+
+// ----- the split data path: seal and open outside the device, in any order --------------
+
+/// A sends to B every second for `secs` seconds (rekeying on the way).
+fn steady_traffic(p: &mut Pair, secs: u32) {
+    for i in 0..secs {
+        p.send(Side::A, &ipv4_packet(A_TUN, B_TUN, 40, 0x5000 + i));
+        p.run();
+        p.advance(SEC, SEC);
+    }
+}
+
+#[test]
+fn seal_and_open_jobs_complete_in_any_order_and_only_once() {
+    use ferrowg_proto::device::{OpenJob, Prepared, SealJob};
+    use ferrowg_proto::peer::Endpoint;
+    let mut p = Pair::new(false, true, true);
+    establish(&mut p);
+    let now = p.now;
+    let from = Endpoint::new(p.addr(Side::A));
+    let pkts: Vec<Vec<u8>> = (0..8)
+        .map(|i| ipv4_packet(A_TUN, B_TUN, 100 + i, 0x100 + i as u32))
+        .collect();
+    // Prepared in order: counters strictly increase.
+    let jobs: Vec<SealJob> = pkts
+        .iter()
+        .map(|pkt| match p.a.prepare_outgoing(now, pkt) {
+            Prepared::Seal(job) => job,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(jobs
+        .windows(2)
+        .all(|w| w[1].counter() == w[0].counter() + 1));
+    // Sealed in reverse (as parallel workers might finish them).
+    let mut sealed: Vec<Vec<u8>> = vec![Vec::new(); jobs.len()];
+    for (i, job) in jobs.iter().enumerate().rev() {
+        let mut out = vec![0u8; job.sealed_len()];
+        assert_eq!(job.seal(&pkts[i], &mut out), job.sealed_len());
+        sealed[i] = out;
+    }
+    // B begins the whole batch, opens it in reverse, finishes it in arrival order.
+    let opens: Vec<OpenJob> = sealed
+        .iter()
+        .map(|m| p.b.begin_transport(now, m).expect("begin"))
+        .collect();
+    let mut results = vec![None; sealed.len()];
+    for i in (0..sealed.len()).rev() {
+        results[i] = Some(opens[i].open(&mut sealed[i]));
+    }
+    for i in 0..sealed.len() {
+        let r =
+            p.b.finish_transport(now, from, &opens[i], results[i].unwrap(), &sealed[i])
+                .expect("finish");
+        match r {
+            Received::Packet { start, len, .. } => {
+                assert_eq!(&sealed[i][start..start + len], &pkts[i][..])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // The same message twice in one batch passes `begin` twice but `finish` once.
+    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0x200);
+    let msg = seal(&mut p, Side::A, &pkt);
+    let (j1, j2) = (
+        p.b.begin_transport(now, &msg).unwrap(),
+        p.b.begin_transport(now, &msg).unwrap(),
+    );
+    let (mut m1, mut m2) = (msg.clone(), msg.clone());
+    let (r1, r2) = (j1.open(&mut m1), j2.open(&mut m2));
+    assert!(p.b.finish_transport(now, from, &j1, r1, &m1).is_ok());
+    assert!(matches!(
+        p.b.finish_transport(now, from, &j2, r2, &m2),
+        Err(DropReason::ReplayedCounter)
+    ));
+    // A forged message fails in `open` and never reaches the replay window.
+    let mut forged = seal(&mut p, Side::A, &ipv4_packet(A_TUN, B_TUN, 40, 0x300));
+    let genuine = forged.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let jf = p.b.begin_transport(now, &forged).unwrap();
+    let rf = jf.open(&mut forged);
+    assert!(matches!(
+        p.b.finish_transport(now, from, &jf, rf, &forged),
+        Err(DropReason::DecryptFailed)
+    ));
+    assert!(p.deliver(Side::B, p.addr(Side::A), &genuine).is_ok());
+
+    // A message begun on a keypair that is rotated out (two rekeys) before it finishes is
+    // dropped, though its index may be reused by then.
+    let msg = seal(&mut p, Side::A, &ipv4_packet(A_TUN, B_TUN, 40, 0x400));
+    let job = p.b.begin_transport(now, &msg).unwrap();
+    let mut m = msg.clone();
+    let opened = job.open(&mut m);
+    assert!(opened.is_ok());
+    steady_traffic(&mut p, 2 * 125);
+    let later = p.now;
+    assert!(p.b.finish_transport(later, from, &job, opened, &m).is_err());
+}
