@@ -1,28 +1,31 @@
 //! `ferrowgd`: the process around the engine. It owns the TUN, the UDP sockets and the UAPI
-//! socket, and runs four kinds of threads:
+//! socket, and runs these threads:
 //!
 //! - the TUN reader: takes a batch of packets (a split super-packet with TUN offloads), routes
-//!   and seals them under one lock into GSO runs, then sends them (`pipeline`);
-//! - one UDP reader per socket: takes a batch of GRO buffers, opens them under one lock, then
-//!   writes the packets to the TUN coalesced and sends any replies;
+//!   them and takes their counters under one lock, and hands the batch to the crypto workers
+//!   (`workers`), whose ordered drain seals and sends the batches in counter order;
+//! - one UDP reader per socket: takes a batch of GRO buffers, handles handshakes and finds the
+//!   keypairs of transport messages under one lock, and hands the batch to the workers, whose
+//!   ordered drain finishes the opened messages under the lock and writes them to the TUN;
+//! - the crypto workers (none on two cores or fewer: then the readers do the crypto);
 //! - the timer thread: runs the protocol timers and watches for the UAPI socket vanishing;
 //! - the UAPI server: one thread per connection.
-//!
-//! Every stage moves batches, so the performance work can put parallel crypto with a
-//! per-peer ordered drain between "under the lock" and "after the lock" without changing the
-//! shape.
 
 use crate::apply::{apply_set, device_info, Engine};
 use crate::icmp;
 use crate::log::{peer_name, Level, Logger};
-use crate::pipeline::{drain_transmits, open_batch, RecvBatch, SendArena};
+use crate::pipeline::{drain_transmits, SendArena};
 use crate::sys;
 use crate::tun::Tun;
 use crate::tun_io::{TunDevice, TunReader, TunWriter};
 use crate::udp::UdpSockets;
 use crate::udp_io::UdpIo;
-use ferrowg_proto::constants::{DEFAULT_MTU, PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
-use ferrowg_proto::device::{Device, Event, Outgoing, UNDER_LOAD_BACKLOG};
+use crate::workers::{
+    finish_openings, sender_of, spare_pool, Lane, OpenWork, Opening, SealWork, Workers,
+};
+use ferrowg_proto::constants::DEFAULT_MTU;
+use ferrowg_proto::device::{Device, DropReason, Event, Prepared, UNDER_LOAD_BACKLOG};
+use ferrowg_proto::messages::{classify, MessageType};
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::SocketAddr;
@@ -46,6 +49,8 @@ pub struct Shared {
     /// The UAPI socket path this process created, removed on exit.
     socket_path: Option<PathBuf>,
     socket_ino: Option<u64>,
+    /// The crypto worker pool (`FERROWGD_WORKERS`).
+    workers: Workers,
 }
 
 /// The engine's time. Normally the monotonic clock; `FERROWGD_TEST_TIME_SCALE=N` (tests only)
@@ -273,14 +278,25 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
         }
     };
     let mut writer = TunWriter::new(dev).expect("TUN writer");
-    let mut arena = SendArena::default();
+    let spare = spare_pool::<SealWork>();
+    let lane = {
+        let (shared, spare) = (shared.clone(), spare.clone());
+        // The ordered end: sealed batches leave in the order their counters were taken.
+        Arc::new(Lane::new(move |mut w: Box<SealWork>| {
+            forget_stale_sources(&shared, w.arena.send_all(&w.sockets));
+            w.sockets = None;
+            w.jobs.clear();
+            spare.put(w);
+        }))
+    };
     let mut unreachable: Vec<usize> = Vec::new();
     let mut icmp_buf = vec![0u8; 1500];
     loop {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let n = match reader.read_batch(POLL_MS) {
+        let mut work = spare.get().unwrap_or_default();
+        let n = match reader.read_batch(&mut work.packets, POLL_MS) {
             Ok(n) => n,
             Err(e) => {
                 // The interface was deleted (or moved away and deleted): we are done.
@@ -291,43 +307,72 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             }
         };
         if n == 0 {
+            spare.put(work);
             continue;
         }
         let now = shared.now();
-        let sockets = {
+        {
             let mut engine = shared.lock();
-            let segments = max_segments(&engine);
-            let room = engine.dev.mtu().max(1) + TRANSPORT_OVERHEAD + PADDING_MULTIPLE;
+            work.segments = max_segments(&engine);
             let port = engine.sockets.as_ref().map_or(0, |s| s.port);
+            // Handshakes and staged packets the engine queued go first.
+            drain(&mut engine, now, &mut work.arena, &shared.log);
             for i in 0..n {
-                let packet = &reader.bufs[i][..reader.sizes[i]];
+                let packet = work.packets.packet(i);
                 if port != 0 && loops_back(packet, port, &engine.dev) {
                     continue;
                 }
-                let tail =
-                    arena.tail(room.max(packet.len() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE));
-                match engine.dev.handle_outgoing(now, packet, tail) {
-                    Outgoing::Sent { to, len, .. } => arena.commit(to, len, segments),
-                    Outgoing::NoRoute | Outgoing::NoEndpoint { .. } => unreachable.push(i),
+                match engine.dev.prepare_outgoing(now, packet) {
+                    Prepared::Seal(job) => work.jobs.push((i, job)),
+                    Prepared::NoRoute | Prepared::NoEndpoint { .. } => unreachable.push(i),
                     _ => {}
                 }
             }
-            drain(&mut engine, now, &mut arena, &shared.log);
-            engine.sockets.clone()
-        };
-        forget_stale_sources(&shared, arena.send_all(&sockets));
+            drain(&mut engine, now, &mut work.arena, &shared.log);
+            work.sockets = engine.sockets.clone();
+        }
         for i in unreachable.drain(..) {
-            if let Some(len) = icmp::unreachable(&reader.bufs[i][..reader.sizes[i]], &mut icmp_buf)
-            {
+            if let Some(len) = icmp::unreachable(work.packets.packet(i), &mut icmp_buf) {
                 writer.write_now(&icmp_buf[..len]);
             }
         }
+        if work.jobs.is_empty() && work.arena.is_empty() {
+            work.sockets = None;
+            spare.put(work);
+            continue;
+        }
+        // The ticket is taken after the counters, by this one thread: ticket order is
+        // counter order.
+        let ticket = lane.reserve();
+        shared.workers.submit(&lane, ticket, work);
     }
 }
 
 fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<TunDevice>) {
-    let mut batch = RecvBatch::default();
-    let mut writer = TunWriter::new(dev).expect("TUN writer");
+    let spare = spare_pool::<OpenWork>();
+    let lane = {
+        let (shared, spare) = (shared.clone(), spare.clone());
+        let mut writer = TunWriter::new(dev).expect("TUN writer");
+        let mut arena = SendArena::default();
+        // The ordered end: opened batches are finished (replay window, roaming, timers,
+        // source check) and written to the TUN in the order they were received.
+        Arc::new(Lane::new(move |mut w: Box<OpenWork>| {
+            let now = shared.now();
+            let sockets = {
+                let mut engine = shared.lock();
+                let verbose = shared.log.enabled(Level::Verbose);
+                finish_openings(&mut engine.dev, now, &w, &mut writer, |from, reason| {
+                    log_drop(&shared.log, verbose, from, reason)
+                });
+                drain(&mut engine, now, &mut arena, &shared.log);
+                engine.sockets.clone()
+            };
+            writer.flush();
+            forget_stale_sources(&shared, arena.send_all(&sockets));
+            w.openings.clear();
+            spare.put(w);
+        }))
+    };
     let mut arena = SendArena::default();
     let fd = io.sock.as_raw_fd();
     let _ = io.sock.set_nonblocking(true);
@@ -335,11 +380,13 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
         }
+        let mut work = spare.get().unwrap_or_default();
         // Receive first and poll only when the socket is empty: under load it rarely is,
         // and the poll cost a system call (and often a sleep and a wake-up) per batch.
-        let n = match batch.recv(&io) {
+        let n = match work.batch.recv(&io) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                spare.put(work);
                 // A replaced socket is shut down: it polls readable with nothing to read, so
                 // the generation is checked after every wake-up, not only on timeouts.
                 if sys::wait_readable(fd, POLL_MS).is_err()
@@ -357,6 +404,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
             if engine.socket_generation != generation {
                 return;
             }
+            let batch = &mut work.batch;
             // Every buffer filled means more datagrams are still waiting in the socket: if most
             // of them are handshakes we have a handshake backlog, the kernel's "under load"
             // signal (cookies and per-source rate limiting then apply).
@@ -369,28 +417,54 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                 }
             }
             let verbose = shared.log.enabled(Level::Verbose);
-            let log = &shared.log;
-            open_batch(
-                &mut engine.dev,
-                now,
-                &mut batch,
-                n,
-                |packet| writer.push(packet),
-                |from, reason| {
-                    if verbose {
-                        log.verbose(format!("Dropped datagram from {from}: {reason:?}"));
+            for i in 0..n {
+                let m = batch.meta[i];
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                let from = sender_of(batch, i);
+                let mut off = 0;
+                while off < m.len {
+                    let end = (off + stride).min(m.len);
+                    let d = &mut batch.bufs[i][off..end];
+                    if classify(d) == Some(MessageType::Transport) {
+                        // Opened by the workers, finished in order by the lane's sink.
+                        match engine.dev.begin_transport(now, d) {
+                            Ok(job) => work.openings.push(Opening {
+                                buf: i,
+                                start: off,
+                                end,
+                                from,
+                                job,
+                                result: Err(DropReason::DecryptFailed),
+                            }),
+                            Err(reason) => log_drop(&shared.log, verbose, from.addr, reason),
+                        }
+                    } else if let Err(reason) = engine.dev.handle_datagram(now, from, d) {
+                        // Handshakes and cookie replies: rare, handled here in order.
+                        log_drop(&shared.log, verbose, from.addr, reason);
                     }
-                },
-            );
+                    off = end;
+                }
+            }
             drain(&mut engine, now, &mut arena, &shared.log);
             engine.sockets.clone()
         };
-        writer.flush();
         forget_stale_sources(&shared, arena.send_all(&sockets));
+        if work.openings.is_empty() {
+            spare.put(work);
+        } else {
+            let ticket = lane.reserve();
+            shared.workers.submit(&lane, ticket, work);
+        }
         if n == 0 && shared.lock().socket_generation != generation {
             // A shut-down socket reads as "readable" with nothing in it: it was replaced.
             return;
         }
+    }
+}
+
+fn log_drop(log: &Logger, verbose: bool, from: SocketAddr, reason: DropReason) {
+    if verbose {
+        log.verbose(format!("Dropped datagram from {from}: {reason:?}"));
     }
 }
 
@@ -629,6 +703,7 @@ pub fn run(opts: Options) -> i32 {
         shutdown: AtomicBool::new(false),
         socket_path,
         socket_ino,
+        workers: Workers::start(crate::workers::workers_from_env()),
     });
 
     {

@@ -15,3 +15,4 @@ pub mod tun;
 pub mod tun_io;
 pub mod udp;
 pub mod udp_io;
+pub mod workers;

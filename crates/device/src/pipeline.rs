@@ -1,21 +1,22 @@
 //! The data path: batches from the TUN to UDP and from UDP to the TUN.
 //!
 //! TUN → UDP: one TUN read yields up to 128 packets (a split super-packet with offloads); all
-//! are routed and sealed under one lock straight into a send arena, where consecutive messages
-//! of equal length to the same endpoint form GSO runs; after the lock, each run leaves in one
-//! system call.
+//! are routed under one lock, then sealed (`workers`) straight into a send arena, where
+//! consecutive messages of equal length to the same endpoint form GSO runs; each run leaves
+//! in one system call.
 //!
-//! UDP → TUN: one receive yields up to 16 GRO buffers of datagrams; all are opened under one
-//! lock; the packets are queued on the TUN writer, which coalesces them into super-packets and
-//! writes them after the lock, with any replies (handshakes, keepalives) sent from the arena.
+//! UDP → TUN: one receive yields up to 16 GRO buffers of datagrams (`RecvBatch`); they are
+//! opened outside the lock and finished in order under it; the packets are queued on the TUN
+//! writer, which coalesces them into super-packets, with any replies (handshakes, keepalives)
+//! sent from an arena.
 //!
 //! No allocation per packet once the buffers have grown to the traffic's size.
 
 use crate::udp::UdpSockets;
 use crate::udp_io::{UdpIo, GRO_BUF, RECV_BUFS};
 use ferrowg_proto::constants::{PADDING_MULTIPLE, TRANSPORT_OVERHEAD};
-use ferrowg_proto::device::{Device, Received};
-use ferrowg_proto::peer::{Endpoint, LocalAddr};
+use ferrowg_proto::device::Device;
+use ferrowg_proto::peer::Endpoint;
 use quinn_udp::RecvMeta;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
@@ -49,14 +50,14 @@ pub struct SendArena {
     runs: Vec<Run>,
 }
 
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
+pub fn canonical(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::from((v4, v6.port())),
@@ -198,48 +199,4 @@ impl RecvBatch {
         };
         io.recv(&mut slices, &mut self.meta)
     }
-}
-
-/// What one datagram produced, for the caller's accounting.
-pub enum Opened {
-    Packet,
-    Other,
-    Dropped(ferrowg_proto::device::DropReason),
-}
-
-/// Opens every datagram of `n` filled buffers and hands delivered packets to `deliver`.
-pub fn open_batch(
-    dev: &mut Device,
-    now: Instant,
-    batch: &mut RecvBatch,
-    n: usize,
-    mut deliver: impl FnMut(&[u8]),
-    mut on_drop: impl FnMut(SocketAddr, ferrowg_proto::device::DropReason),
-) -> usize {
-    let mut datagrams = 0;
-    for i in 0..n {
-        let m = batch.meta[i];
-        let stride = if m.stride == 0 { m.len } else { m.stride };
-        // The local address the datagram arrived on: replies leave from it (sticky source).
-        let from = Endpoint {
-            addr: canonical(m.addr),
-            local: m.dst_ip.map(|ip| LocalAddr {
-                ip: canonical_ip(ip),
-                ifindex: 0,
-            }),
-        };
-        let mut off = 0;
-        while off < m.len {
-            let end = (off + stride).min(m.len);
-            let d = &mut batch.bufs[i][off..end];
-            datagrams += 1;
-            match dev.handle_datagram(now, from, d) {
-                Ok(Received::Packet { start, len, .. }) => deliver(&d[start..start + len]),
-                Ok(Received::Nothing) => {}
-                Err(reason) => on_drop(from.addr, reason),
-            }
-            off = end;
-        }
-    }
-    datagrams
 }

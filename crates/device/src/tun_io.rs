@@ -60,13 +60,38 @@ impl TunDevice {
     }
 }
 
+/// The packets of one TUN read: `bufs[i][..sizes[i]]` for `i < len`. Owned apart from the
+/// reader so that several batches can be in flight (read, being sealed, being sent).
+pub struct PacketBatch {
+    pub bufs: Vec<Vec<u8>>,
+    pub sizes: Vec<usize>,
+    pub len: usize,
+}
+
+impl Default for PacketBatch {
+    fn default() -> Self {
+        // Zeroed allocations are mapped lazily: only the bytes packets touch become resident.
+        PacketBatch {
+            bufs: (0..IDEAL_BATCH_SIZE)
+                .map(|_| vec![0u8; MAX_PACKET])
+                .collect(),
+            sizes: vec![0; IDEAL_BATCH_SIZE],
+            len: 0,
+        }
+    }
+}
+
+impl PacketBatch {
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.sizes[i]]
+    }
+}
+
 /// The reading side: one batch of outgoing IP packets per call.
 pub struct TunReader {
     dev: Arc<TunDevice>,
     plain: Option<Tun>,
     original: Vec<u8>,
-    pub bufs: Vec<Vec<u8>>,
-    pub sizes: Vec<usize>,
 }
 
 impl TunReader {
@@ -83,37 +108,36 @@ impl TunReader {
                 None
             }
         };
-        // Zeroed allocations are mapped lazily: only the bytes packets touch become resident.
         Ok(TunReader {
             dev,
             plain,
             original: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            bufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| vec![0u8; MAX_PACKET])
-                .collect(),
-            sizes: vec![0; IDEAL_BATCH_SIZE],
         })
     }
 
-    /// Blocks for the next batch; returns how many packets are in `bufs[i][..sizes[i]]`.
-    /// `Ok(0)` means "nothing yet" (a poll timeout or a packet the offload code skipped).
-    pub fn read_batch(&mut self, timeout_ms: i32) -> io::Result<usize> {
+    /// Blocks for the next batch into `batch` (also setting `batch.len`) and returns the
+    /// number of packets. `Ok(0)` means "nothing yet" (a poll timeout or a packet the
+    /// offload code skipped).
+    pub fn read_batch(&mut self, batch: &mut PacketBatch, timeout_ms: i32) -> io::Result<usize> {
         // Read first and poll only when the queue is empty: under load it rarely is, and the
         // poll was a second system call (and often a sleep and a wake-up) for every batch.
-        if let Some(n) = self.try_read()? {
+        batch.len = 0;
+        if let Some(n) = self.try_read(batch)? {
+            batch.len = n;
             return Ok(n);
         }
         if !sys::wait_readable(self.dev.raw_fd(), timeout_ms)? {
             return Ok(0);
         }
-        Ok(self.try_read()?.unwrap_or(0))
+        batch.len = self.try_read(batch)?.unwrap_or(0);
+        Ok(batch.len)
     }
 
     /// One non-blocking batch read; `None` when the queue is empty.
-    fn try_read(&mut self) -> io::Result<Option<usize>> {
+    fn try_read(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
         match &*self.dev {
             TunDevice::Offload(d) => {
-                match d.recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0) {
+                match d.recv_multiple(&mut self.original, &mut batch.bufs, &mut batch.sizes, 0) {
                     Ok(n) => Ok(Some(n)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
@@ -125,10 +149,10 @@ impl TunReader {
             TunDevice::Plain(_) => {
                 let t = self.plain.as_mut().expect("plain reader");
                 let mut n = 0;
-                while n < self.bufs.len() {
-                    match t.recv(&mut self.bufs[n]) {
+                while n < batch.bufs.len() {
+                    match t.recv(&mut batch.bufs[n]) {
                         Ok(len) => {
-                            self.sizes[n] = len;
+                            batch.sizes[n] = len;
                             n += 1;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
