@@ -408,9 +408,9 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
             // Every buffer filled means more datagrams are still waiting in the socket: if most
             // of them are handshakes we have a handshake backlog, the kernel's "under load"
             // signal (cookies and per-source rate limiting then apply).
-            if n == batch.bufs.len() {
+            if n == batch.capacity() {
                 let handshakes = (0..n)
-                    .filter(|&i| batch.meta[i].len > 0 && matches!(batch.bufs[i][0], 1 | 2))
+                    .filter(|&i| batch.meta[i].len > 0 && matches!(batch.buf(i)[0], 1 | 2))
                     .count();
                 if handshakes * 2 >= n {
                     engine.dev.note_handshake_backlog(now, UNDER_LOAD_BACKLOG);
@@ -424,7 +424,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                 let mut off = 0;
                 while off < m.len {
                     let end = (off + stride).min(m.len);
-                    let d = &mut batch.bufs[i][off..end];
+                    let d = &mut batch.buf_mut(i)[off..end];
                     if classify(d) == Some(MessageType::Transport) {
                         // Opened by the workers, finished in order by the lane's sink.
                         match engine.dev.begin_transport(now, d) {

@@ -175,16 +175,18 @@ pub fn drain_transmits(dev: &mut Device, now: Instant, arena: &mut SendArena, ma
     }
 }
 
-/// Receive buffers for one socket: GRO-sized, reused for every call.
+/// Receive buffers for one socket: `RECV_BUFS` GRO-sized buffers, reused for every call.
 pub struct RecvBatch {
-    pub bufs: Vec<Vec<u8>>,
+    /// One mapping for all buffers, so the pages of buffers that never filled are not
+    /// resident.
+    storage: crate::sys::ZeroedPages,
     pub meta: Vec<RecvMeta>,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            bufs: (0..RECV_BUFS).map(|_| vec![0u8; GRO_BUF]).collect(),
+            storage: crate::sys::ZeroedPages::new(RECV_BUFS * GRO_BUF),
             meta: vec![RecvMeta::default(); RECV_BUFS],
         }
     }
@@ -194,9 +196,22 @@ impl RecvBatch {
     /// One receive call; returns how many buffers were filled.
     pub fn recv(&mut self, io: &UdpIo) -> std::io::Result<usize> {
         let mut slices: [IoSliceMut<'_>; RECV_BUFS] = {
-            let mut it = self.bufs.iter_mut();
+            let mut it = self.storage.chunks_mut(GRO_BUF);
             std::array::from_fn(|_| IoSliceMut::new(it.next().expect("RECV_BUFS buffers")))
         };
         io.recv(&mut slices, &mut self.meta)
+    }
+
+    /// Buffer `i` (its first `meta[i].len` bytes were received).
+    pub fn buf(&self, i: usize) -> &[u8] {
+        &self.storage[i * GRO_BUF..(i + 1) * GRO_BUF]
+    }
+
+    pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.storage[i * GRO_BUF..(i + 1) * GRO_BUF]
+    }
+
+    pub fn capacity(&self) -> usize {
+        RECV_BUFS
     }
 }

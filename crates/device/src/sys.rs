@@ -66,3 +66,68 @@ pub fn setsid() {
         libc::setsid();
     }
 }
+
+/// Zero-filled memory straight from `mmap`: pages become resident only when written, whatever
+/// the allocator's heuristics (glibc's `calloc` in a thread's arena, or after its mmap
+/// threshold moved, clears — and so touches — every page). Large packet buffers of which an
+/// idle daemon touches nothing cost no memory this way.
+pub struct ZeroedPages {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: ZeroedPages owns its mapping exclusively, like a Box<[u8]>.
+unsafe impl Send for ZeroedPages {}
+// SAFETY: shared access only reads through `&[u8]`, like a Box<[u8]>.
+unsafe impl Sync for ZeroedPages {}
+
+impl ZeroedPages {
+    /// `len` zero bytes (`len > 0`). Panics if the mapping fails (out of address space).
+    pub fn new(len: usize) -> ZeroedPages {
+        assert!(len > 0);
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            p != libc::MAP_FAILED,
+            "mmap of {len} bytes: {}",
+            io::Error::last_os_error()
+        );
+        ZeroedPages {
+            ptr: std::ptr::NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for ZeroedPages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes (zero-filled by the kernel) for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ZeroedPages {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ZeroedPages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; no reference outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}

@@ -60,22 +60,26 @@ impl TunDevice {
     }
 }
 
-/// The packets of one TUN read: `bufs[i][..sizes[i]]` for `i < len`. Owned apart from the
-/// reader so that several batches can be in flight (read, being sealed, being sent).
+/// Packet slots of one batch: two reads' worth, so that small packets read one per system
+/// call can be gathered behind one another (see `TunReader::read_batch`).
+pub const BATCH_SLOTS: usize = 2 * IDEAL_BATCH_SIZE;
+const SLOT: usize = MAX_PACKET + 1;
+
+/// The packets of one TUN read: `packet(i)` for `i < len`. Owned apart from the reader so
+/// that several batches can be in flight (read, being sealed, being sent).
 pub struct PacketBatch {
-    pub bufs: Vec<Vec<u8>>,
+    /// One mapping for all slots, so pages no packet touched are never resident (256
+    /// separate 64 KiB buffers from the heap were 7 MiB of an idle daemon's RSS).
+    storage: crate::sys::ZeroedPages,
     pub sizes: Vec<usize>,
     pub len: usize,
 }
 
 impl Default for PacketBatch {
     fn default() -> Self {
-        // Zeroed allocations are mapped lazily: only the bytes packets touch become resident.
         PacketBatch {
-            bufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| vec![0u8; MAX_PACKET])
-                .collect(),
-            sizes: vec![0; IDEAL_BATCH_SIZE],
+            storage: crate::sys::ZeroedPages::new(BATCH_SLOTS * SLOT),
+            sizes: vec![0; BATCH_SLOTS],
             len: 0,
         }
     }
@@ -83,8 +87,17 @@ impl Default for PacketBatch {
 
 impl PacketBatch {
     pub fn packet(&self, i: usize) -> &[u8] {
-        &self.bufs[i][..self.sizes[i]]
+        &self.storage[i * SLOT..i * SLOT + self.sizes[i]]
     }
+}
+
+/// `IDEAL_BATCH_SIZE` slots of `storage` from slot `first` on.
+fn slots(storage: &mut [u8], first: usize) -> [&mut [u8]; IDEAL_BATCH_SIZE] {
+    let mut it = storage[first * SLOT..].chunks_mut(SLOT);
+    std::array::from_fn(|_| {
+        it.next()
+            .expect("BATCH_SLOTS covers first + IDEAL_BATCH_SIZE")
+    })
 }
 
 /// The reading side: one batch of outgoing IP packets per call.
@@ -133,30 +146,50 @@ impl TunReader {
         Ok(batch.len)
     }
 
-    /// One non-blocking batch read; `None` when the queue is empty.
+    /// Non-blocking reads into `batch`; `None` when the queue was empty. A super-packet
+    /// (TSO) fills a batch by itself and is passed on at once; packets that come one per
+    /// read (UDP, ACKs, anything small) are gathered while more are queued and room for a
+    /// full split remains, so that they are sealed and sent together (one GSO send instead
+    /// of one system call each).
     fn try_read(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
         match &*self.dev {
             TunDevice::Offload(d) => {
-                match d.recv_multiple(&mut self.original, &mut batch.bufs, &mut batch.sizes, 0) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
-                    // A malformed super-packet from the kernel is dropped, not fatal.
-                    Err(e) if e.raw_os_error().is_none() => Ok(Some(0)),
-                    Err(e) => Err(e),
+                let mut n = 0;
+                while n + IDEAL_BATCH_SIZE <= BATCH_SLOTS {
+                    let mut bufs = slots(&mut batch.storage, n);
+                    let sizes = &mut batch.sizes[n..n + IDEAL_BATCH_SIZE];
+                    match d.recv_multiple(&mut self.original, &mut bufs, sizes, 0) {
+                        Ok(k) => {
+                            n += k;
+                            if k != 1 {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Ok(if n == 0 { None } else { Some(n) });
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                        // A malformed super-packet from the kernel is dropped, not fatal.
+                        Err(e) if e.raw_os_error().is_none() => break,
+                        // Anything else resurfaces on the next read, after this batch.
+                        Err(_) if n > 0 => break,
+                        Err(e) => return Err(e),
+                    }
                 }
+                Ok(Some(n))
             }
             TunDevice::Plain(_) => {
                 let t = self.plain.as_mut().expect("plain reader");
                 let mut n = 0;
-                while n < batch.bufs.len() {
-                    match t.recv(&mut batch.bufs[n]) {
+                while n < BATCH_SLOTS {
+                    match t.recv(&mut batch.storage[n * SLOT..(n + 1) * SLOT]) {
                         Ok(len) => {
                             batch.sizes[n] = len;
                             n += 1;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) if n > 0 => break,
                         Err(e) => return Err(e),
                     }
                 }

@@ -179,7 +179,7 @@ impl Default for SealWork {
     fn default() -> Self {
         SealWork {
             packets: PacketBatch::default(),
-            jobs: Vec::with_capacity(tun_rs::IDEAL_BATCH_SIZE),
+            jobs: Vec::with_capacity(crate::tun_io::BATCH_SLOTS),
             arena: SendArena::default(),
             sockets: None,
             segments: 1,
@@ -220,7 +220,7 @@ pub struct OpenWork {
 impl Work for OpenWork {
     fn crypto(&mut self) {
         for o in &mut self.openings {
-            o.result = o.job.open(&mut self.batch.bufs[o.buf][o.start..o.end]);
+            o.result = o.job.open(&mut self.batch.buf_mut(o.buf)[o.start..o.end]);
         }
     }
 }
@@ -254,7 +254,7 @@ pub fn finish_openings(
     mut on_drop: impl FnMut(SocketAddr, DropReason),
 ) {
     for o in &work.openings {
-        let d = &work.batch.bufs[o.buf][o.start..o.end];
+        let d = &work.batch.buf(o.buf)[o.start..o.end];
         match dev.finish_transport(now, o.from, &o.job, o.result, d) {
             Ok(Received::Packet { start, len, .. }) => writer.push(&d[start..start + len]),
             Ok(Received::Nothing) => {}
