@@ -935,7 +935,7 @@ fn probes_get_no_answer() {
             .unwrap()
             .as_nanos() as u64,
     );
-    for _ in 0..1000 {
+    for _ in 0..10_000 {
         let mut len = [0u8; 2];
         rng.fill(&mut len);
         let mut d = vec![0u8; usize::from(u16::from_le_bytes(len)) % 1501];
@@ -999,18 +999,50 @@ fn probes_get_no_answer() {
         b.endpoint().to_string(),
         "a replayed datagram moved b's endpoint"
     );
+    // Drops are counted by reason and summed up once a second at verbose level.
+    std::thread::sleep(Duration::from_millis(1200));
     let log = a.daemon.log();
+    let summaries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Dropped ") && l.contains(" datagrams in the last"))
+        .collect();
+    let counted = |reason: &str| -> u64 {
+        summaries
+            .iter()
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| {
+                w.strip_prefix(reason)?
+                    .strip_prefix('=')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
     for reason in [
         "InvalidMac1",
         "UnknownPeer",
         "ReplayedCounter",
         "ReplayedTimestamp",
+        "NotWireGuard",
     ] {
         assert!(
-            log.contains(&format!(": {reason}")),
-            "ferrowgd's log has no {reason} drop:\n{log}"
+            counted(reason) > 0,
+            "ferrowgd's log counts no {reason} drop:\n{log}"
         );
     }
+    let total: u64 = summaries
+        .iter()
+        .filter_map(|l| l.split("Dropped ").nth(1)?.split_whitespace().next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    eprintln!(
+        "drop summaries: {total} datagrams dropped, e.g. {:?}",
+        summaries.first()
+    );
+    assert!(
+        total >= 9_000,
+        "the summaries count only {total} dropped probes"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

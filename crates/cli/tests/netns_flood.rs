@@ -344,14 +344,21 @@ fn handshake_flood_gets_cookies_and_legitimate_peers_through() {
         .lines()
         .filter(|l| l.contains("Sending cookie response"))
         .count();
-    let cookie_drops = log
-        .lines()
-        .filter(|l| l.contains("CookieReplySent"))
-        .count();
-    let dh_drops = log
-        .lines()
-        .filter(|l| l.contains("Dropped datagram") && !l.contains("CookieReplySent"))
-        .count();
+    // Drops are summed up by reason once a second: "Dropped N datagrams ...: Reason=N ...".
+    let (mut cookie_drops, mut dh_drops) = (0u64, 0u64);
+    for line in log.lines().filter(|l| l.contains(" datagrams in the last")) {
+        for (reason, n) in line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(r, n)| Some((r, n.parse::<u64>().ok()?)))
+        {
+            if reason == "CookieReplySent" {
+                cookie_drops += n;
+            } else {
+                dh_drops += n;
+            }
+        }
+    }
     eprintln!(
         "flood: {} initiations sent in {:.1} s = {:.0}/s ({} send errors), {:.0}/s arrived \
          at ferrowgd's veth; {} cookie replies came back; ferrowgd log: {cookie_lines} cookie \

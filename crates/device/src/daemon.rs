@@ -33,7 +33,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,8 @@ pub struct Shared {
     socket_ino: Option<u64>,
     /// The crypto worker pool (`FERROWGD_WORKERS`).
     workers: Workers,
+    /// Datagrams dropped since the last summary, by `DropReason::index`.
+    drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 /// The engine's time. Normally the monotonic clock; `FERROWGD_TEST_TIME_SCALE=N` (tests only)
@@ -360,9 +362,8 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
             let now = shared.now();
             let sockets = {
                 let mut engine = shared.lock();
-                let verbose = shared.log.enabled(Level::Verbose);
-                finish_openings(&mut engine.dev, now, &w, &mut writer, |from, reason| {
-                    log_drop(&shared.log, verbose, from, reason)
+                finish_openings(&mut engine.dev, now, &w, &mut writer, |_, reason| {
+                    count_drop(&shared, reason)
                 });
                 drain(&mut engine, now, &mut arena, &shared.log);
                 engine.sockets.clone()
@@ -416,7 +417,6 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                     engine.dev.note_handshake_backlog(now, UNDER_LOAD_BACKLOG);
                 }
             }
-            let verbose = shared.log.enabled(Level::Verbose);
             for i in 0..n {
                 let m = batch.meta[i];
                 let stride = if m.stride == 0 { m.len } else { m.stride };
@@ -436,11 +436,11 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                                 job,
                                 result: Err(DropReason::DecryptFailed),
                             }),
-                            Err(reason) => log_drop(&shared.log, verbose, from.addr, reason),
+                            Err(reason) => count_drop(&shared, reason),
                         }
                     } else if let Err(reason) = engine.dev.handle_datagram(now, from, d) {
                         // Handshakes and cookie replies: rare, handled here in order.
-                        log_drop(&shared.log, verbose, from.addr, reason);
+                        count_drop(&shared, reason);
                     }
                     off = end;
                 }
@@ -462,10 +462,31 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
     }
 }
 
-fn log_drop(log: &Logger, verbose: bool, from: SocketAddr, reason: DropReason) {
-    if verbose {
-        log.verbose(format!("Dropped datagram from {from}: {reason:?}"));
+/// Counts a dropped datagram by reason; the timer thread logs the counts (verbose level) once
+/// a second. Aggregated rather than a line per drop: a flood of probes would otherwise flood
+/// the log too, and the lock of the logger with it.
+fn count_drop(shared: &Shared, reason: DropReason) {
+    shared.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+}
+
+/// "Dropped 12 datagrams in the last 1 s: InvalidMac1=10 UnknownPeer=2", if any were.
+fn drop_summary(shared: &Shared, period: Duration) -> Option<String> {
+    let mut total = 0;
+    let mut parts = Vec::new();
+    for (i, counter) in shared.drops.iter().enumerate() {
+        let n = counter.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            total += n;
+            parts.push(format!("{:?}={n}", DropReason::ALL[i]));
+        }
     }
+    (total > 0).then(|| {
+        format!(
+            "Dropped {total} datagrams in the last {} s: {}",
+            period.as_secs(),
+            parts.join(" ")
+        )
+    })
 }
 
 fn spawn_udp_readers(shared: &Arc<Shared>, engine: &Engine, dev: &Arc<TunDevice>) {
@@ -505,6 +526,11 @@ fn timer_loop(shared: Arc<Shared>) {
         forget_stale_sources(&shared, out.send_all(&sockets));
         if now.duration_since(last_watch) >= Duration::from_secs(1) {
             last_watch = now;
+            if shared.log.enabled(Level::Verbose) {
+                if let Some(line) = drop_summary(&shared, Duration::from_secs(1)) {
+                    shared.log.verbose(line);
+                }
+            }
             if let Some(p) = &shared.socket_path {
                 // After a privilege drop the path is out of reach: watch the inode instead.
                 let gone = crate::privilege::socket_unlinked().unwrap_or_else(|| {
@@ -704,6 +730,7 @@ pub fn run(opts: Options) -> i32 {
         socket_path,
         socket_ino,
         workers: Workers::start(crate::workers::workers_from_env()),
+        drops: Default::default(),
     });
 
     {

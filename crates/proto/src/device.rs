@@ -56,6 +56,34 @@ pub enum DropReason {
     SourceNotAllowed,
 }
 
+impl DropReason {
+    /// Every reason, in declaration order (`ALL[r.index()] == r`): for tables of counters.
+    pub const ALL: [DropReason; 17] = [
+        DropReason::NotWireGuard,
+        DropReason::NoPrivateKey,
+        DropReason::InvalidMac1,
+        DropReason::CookieReplySent,
+        DropReason::RateLimited,
+        DropReason::HandshakeDecryptFailed,
+        DropReason::UnknownPeer,
+        DropReason::ReplayedTimestamp,
+        DropReason::InitiationFlood,
+        DropReason::UnknownIndex,
+        DropReason::UnexpectedResponse,
+        DropReason::InvalidCookieReply,
+        DropReason::SessionExpired,
+        DropReason::DecryptFailed,
+        DropReason::ReplayedCounter,
+        DropReason::InvalidInnerPacket,
+        DropReason::SourceNotAllowed,
+    ];
+
+    /// Position in [`DropReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What an accepted datagram produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {

@@ -1129,3 +1129,12 @@ fn seal_and_open_jobs_complete_in_any_order_and_only_once() {
     let later = p.now;
     assert!(p.b.finish_transport(later, from, &job, opened, &m).is_err());
 }
+
+#[test]
+fn drop_reason_table_is_complete_and_indexed() {
+    for (i, r) in DropReason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i, "{r:?}");
+    }
+    let distinct: HashSet<DropReason> = DropReason::ALL.iter().copied().collect();
+    assert_eq!(distinct.len(), DropReason::ALL.len());
+}
