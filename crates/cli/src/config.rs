@@ -14,7 +14,7 @@
 
 use crate::ipc::io_strerror;
 use ferrowg_proto::keys::decode_base64_key;
-use ferrowg_uapi::{AllowedIpChange, DeviceSet, Key, PeerSet};
+use ferrowg_uapi::{AllowedIpChange, DeviceSet, Key, PeerSet, SecretKey};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -22,7 +22,7 @@ use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Where notes printed during parsing go (one line each, without the newline).
 pub type Notes<'a> = &'a mut dyn FnMut(&[u8]);
@@ -206,6 +206,10 @@ pub fn parse_keepalive(value: &str) -> Result<u16, ValueError> {
 }
 
 /// A key written inline in base64 (`peer KEY`, `PublicKey = KEY`, …).
+///
+/// On failure the message quotes the value, as `wg` does — even for a private or preshared
+/// key (`PrivateKey = …` in a file, or a key file's text): the wg-compatible tests pin that
+/// text. The value is then not a valid key, but it may be a near miss of one.
 pub fn parse_key(value: &[u8]) -> Result<Key, ValueError> {
     std::str::from_utf8(value)
         .ok()
@@ -213,11 +217,19 @@ pub fn parse_key(value: &[u8]) -> Result<Key, ValueError> {
         .ok_or_else(|| ValueError::quoting("Key is not the correct length or format", value))
 }
 
+/// A private or preshared key in base64: [`parse_key`], into a key that wipes itself.
+pub fn parse_secret_key(value: &[u8]) -> Result<SecretKey, ValueError> {
+    let mut bytes = parse_key(value)?;
+    let key = SecretKey::new(bytes);
+    bytes.zeroize();
+    Ok(key)
+}
+
 /// A key read from a file (`private-key FILE`, `preshared-key FILE`): its first 44 bytes are
 /// the key, then only whitespace may follow; an empty file (such as /dev/null) yields the
 /// all-zero key, which removes the key. A file that cannot be read counts as too short, as it
 /// does for `wg` (a directory opens fine and then fails to read).
-pub fn read_key_file(path: &OsStr) -> Result<Key, ValueError> {
+pub fn read_key_file(path: &OsStr) -> Result<SecretKey, ValueError> {
     const KEY_TEXT_LEN: usize = 44;
     let mut file =
         File::open(path).map_err(|e| ValueError::new(format!("fopen: {}", io_strerror(&e))))?;
@@ -237,13 +249,14 @@ pub fn read_key_file(path: &OsStr) -> Result<Key, ValueError> {
     }
     if filled < KEY_TEXT_LEN {
         if filled == 0 && !failed {
-            return Ok([0; 32]);
+            return Ok(SecretKey::zero());
         }
         return Err(ValueError::new("Invalid length key in key file"));
     }
-    let mut rest = [0u8; 256];
+    // Only whitespace is expected here, but anything else (a second key?) is wiped too.
+    let mut rest = Zeroizing::new([0u8; 256]);
     loop {
-        match file.read(&mut rest) {
+        match file.read(&mut rest[..]) {
             Ok(0) => break,
             Ok(n) => {
                 if let Some(&c) = rest[..n].iter().find(|&&b| !is_c_space(b)) {
@@ -258,7 +271,7 @@ pub fn read_key_file(path: &OsStr) -> Result<Key, ValueError> {
     }
     // `wg` handles the text as a C string: a NUL byte ends it (and makes it invalid).
     let end = text.iter().position(|&b| b == 0).unwrap_or(KEY_TEXT_LEN);
-    parse_key(&text[..end])
+    parse_secret_key(&text[..end])
 }
 
 /// How often a failed name lookup is retried: `WG_ENDPOINT_RESOLUTION_RETRIES` (a number or
@@ -482,7 +495,7 @@ pub struct Config {
 /// `[Interface]` (every `[Interface]` section of the file, later values winning).
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct Interface {
-    pub private_key: Option<Key>,
+    pub private_key: Option<SecretKey>,
     pub listen_port: Option<u16>,
     pub fwmark: Option<u32>,
     pub quick: QuickSettings,
@@ -522,7 +535,7 @@ pub enum Table {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Peer {
     pub public_key: Key,
-    pub preshared_key: Option<Key>,
+    pub preshared_key: Option<SecretKey>,
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: Option<u16>,
     pub allowed_ips: Vec<AllowedIpChange>,
@@ -535,7 +548,7 @@ pub struct Peer {
 impl fmt::Debug for Interface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Interface")
-            .field("private_key", &self.private_key.map(|_| "<hidden>"))
+            .field("private_key", &self.private_key)
             .field("listen_port", &self.listen_port)
             .field("fwmark", &self.fwmark)
             .field("quick", &self.quick)
@@ -550,7 +563,7 @@ impl fmt::Debug for Peer {
                 "public_key",
                 &ferrowg_proto::keys::encode_base64_key(&self.public_key),
             )
-            .field("preshared_key", &self.preshared_key.map(|_| "<hidden>"))
+            .field("preshared_key", &self.preshared_key)
             .field("endpoint", &self.endpoint)
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("allowed_ips", &self.allowed_ips)
@@ -568,9 +581,9 @@ impl Config {
         let iface = &self.interface;
         DeviceSet {
             private_key: if whole {
-                Some(iface.private_key.unwrap_or([0; 32]))
+                Some(iface.private_key.clone().unwrap_or_else(SecretKey::zero))
             } else {
-                iface.private_key
+                iface.private_key.clone()
             },
             listen_port: if whole {
                 Some(iface.listen_port.unwrap_or(0))
@@ -588,7 +601,7 @@ impl Config {
                 .iter()
                 .map(|p| {
                     let mut set = PeerSet::new(p.public_key);
-                    set.preshared_key = p.preshared_key;
+                    set.preshared_key = p.preshared_key.clone();
                     set.endpoint = p.endpoint;
                     set.persistent_keepalive_interval = p.persistent_keepalive;
                     set.replace_allowed_ips = p.replace_allowed_ips;
@@ -652,6 +665,11 @@ impl ConfigError {
     }
 
     /// ferrowg's own message: `PATH:LINE: KEY: what is wrong`.
+    ///
+    /// Unlike [`Self::wg_text`] (which must match `wg`, and quotes whatever it refused), it
+    /// never quotes a private or preshared key: a bad `PrivateKey`/`PresharedKey` value is
+    /// only said to be bad, and a misplaced `PrivateKey=…`/`PresharedKey=…` line is shown
+    /// up to its `=`.
     #[allow(dead_code)]
     pub fn describe(&self, path: &Path) -> String {
         let mut text = path.display().to_string();
@@ -664,10 +682,20 @@ impl ConfigError {
         }
         match &self.kind {
             ConfigErrorKind::Open(e) => text.push_str(&format!("cannot open: {}", io_strerror(e))),
+            ConfigErrorKind::Unrecognized(line) if is_secret_line(line) => {
+                let name_end = line.iter().position(|&b| b == b'=').unwrap_or(0);
+                text.push_str(&format!(
+                    "unrecognized line `{}=…' (value not shown)",
+                    String::from_utf8_lossy(&line[..name_end])
+                ))
+            }
             ConfigErrorKind::Unrecognized(line) => text.push_str(&format!(
                 "unrecognized line `{}'",
                 String::from_utf8_lossy(line)
             )),
+            ConfigErrorKind::Value(_) if self.key.as_deref().is_some_and(is_secret_key_name) => {
+                text.push_str("Key is not the correct length or format (value not shown)")
+            }
             ConfigErrorKind::Value(v) => text.push_str(&v.to_string()),
             ConfigErrorKind::MissingPublicKey => text.push_str("this [Peer] has no PublicKey"),
         }
@@ -675,25 +703,63 @@ impl ConfigError {
     }
 }
 
+/// `PrivateKey` and `PresharedKey` (as [`parse`] names them in a [`ConfigError`]).
+fn is_secret_key_name(key: &str) -> bool {
+    key == "PrivateKey" || key == "PresharedKey"
+}
+
+/// A line (spaces already removed) that sets a private or preshared key, in any case.
+fn is_secret_line(line: &[u8]) -> bool {
+    [&b"privatekey="[..], b"presharedkey="]
+        .iter()
+        .any(|prefix| {
+            line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+        })
+}
+
 /// Reads a file the way `wg` does: an open failure is an error, a read failure just ends the
 /// text (stdio's getline reports both end of file and errors as "no more lines").
-pub fn read_file(path: &OsStr) -> Result<Vec<u8>, ConfigError> {
+///
+/// The text may hold a private key, so it is wiped when dropped, and so is every buffer it
+/// passed through: it is read straight into its final allocation (sized from the file's
+/// length), which, should the file have grown meanwhile, grows by [`extend_wiping`].
+pub fn read_file(path: &OsStr) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     let mut file = File::open(path).map_err(|e| ConfigError {
         line: 0,
         key: None,
         kind: ConfigErrorKind::Open(e),
     })?;
-    let mut text = Vec::new();
-    let mut chunk = [0u8; 8192];
+    let size = file.metadata().map_or(0, |m| m.len());
+    // One byte more than the size, so that reaching the end needs no growth.
+    let mut text = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(size)
+            .unwrap_or(0)
+            .saturating_add(1)
+            .min(1 << 20),
+    ));
+    let mut chunk = Zeroizing::new([0u8; 8192]);
     loop {
-        match file.read(&mut chunk) {
+        match file.read(&mut chunk[..]) {
             Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Ok(n) => extend_wiping(&mut text, &chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
     Ok(text)
+}
+
+/// `buf.extend_from_slice(bytes)` for a buffer holding secrets: growing moves the contents
+/// to a new allocation and wipes the old one, rather than letting `Vec` free it unwiped.
+pub fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let needed = buf.len() + bytes.len();
+    if needed > buf.capacity() {
+        let mut bigger = Vec::with_capacity(needed.max(2 * buf.capacity()));
+        bigger.extend_from_slice(buf);
+        buf.zeroize();
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -734,11 +800,10 @@ pub fn parse(text: &[u8], dialect: Dialect, notes: Notes) -> Result<Config, Conf
         }
 
         let before_comment = raw.split(|&b| b == b'#').next().unwrap_or_default();
-        let line: Vec<u8> = before_comment
-            .iter()
-            .copied()
-            .filter(|&b| !is_c_space(b))
-            .collect();
+        // `PrivateKey=…` and `PresharedKey=…` lines: wiped when dropped. Sized up front
+        // (no line is longer than the raw one), so it never reallocates.
+        let mut line = Zeroizing::new(Vec::with_capacity(before_comment.len()));
+        line.extend(before_comment.iter().copied().filter(|&b| !is_c_space(b)));
         if line.is_empty() {
             continue;
         }
@@ -765,7 +830,7 @@ pub fn parse(text: &[u8], dialect: Dialect, notes: Notes) -> Result<Config, Conf
         let unrecognized = || ConfigError {
             line: number,
             key: None,
-            kind: ConfigErrorKind::Unrecognized(line.clone()),
+            kind: ConfigErrorKind::Unrecognized(line.to_vec()),
         };
         let keys: &[&str] = match section {
             Section::None => return Err(unrecognized()),
@@ -788,30 +853,31 @@ pub fn parse(text: &[u8], dialect: Dialect, notes: Notes) -> Result<Config, Conf
         }) else {
             return Err(unrecognized());
         };
-        let value_text = String::from_utf8_lossy(value);
+        // Only for values that are not keys (a lossy copy of a key would not be wiped).
+        let value_text = || String::from_utf8_lossy(value);
         let fail = |v: ValueError| value_error(number, key, v);
         match key {
-            "ListenPort" => interface.listen_port = Some(parse_port(&value_text).map_err(fail)?),
-            "FwMark" => interface.fwmark = Some(parse_fwmark(&value_text).map_err(fail)?),
-            "PrivateKey" => interface.private_key = Some(parse_key(value).map_err(fail)?),
+            "ListenPort" => interface.listen_port = Some(parse_port(&value_text()).map_err(fail)?),
+            "FwMark" => interface.fwmark = Some(parse_fwmark(&value_text()).map_err(fail)?),
+            "PrivateKey" => interface.private_key = Some(parse_secret_key(value).map_err(fail)?),
             _ => {
                 let draft = drafts.last_mut().expect("a [Peer] section is open");
                 match key {
                     "Endpoint" => {
                         draft.peer.endpoint =
-                            Some(parse_endpoint(&value_text, notes).map_err(fail)?)
+                            Some(parse_endpoint(&value_text(), notes).map_err(fail)?)
                     }
                     "PublicKey" => draft.public_key = Some(parse_key(value).map_err(fail)?),
                     "AllowedIPs" => {
-                        let parsed = parse_allowed_ips(&value_text, notes).map_err(fail)?;
+                        let parsed = parse_allowed_ips(&value_text(), notes).map_err(fail)?;
                         draft.peer.replace_allowed_ips = !parsed.incremental;
                         draft.peer.allowed_ips.extend(parsed.changes);
                     }
                     "PersistentKeepalive" => {
                         draft.peer.persistent_keepalive =
-                            Some(parse_keepalive(&value_text).map_err(fail)?)
+                            Some(parse_keepalive(&value_text()).map_err(fail)?)
                     }
-                    _ => draft.peer.preshared_key = Some(parse_key(value).map_err(fail)?),
+                    _ => draft.peer.preshared_key = Some(parse_secret_key(value).map_err(fail)?),
                 }
             }
         }
@@ -838,10 +904,14 @@ pub fn parse(text: &[u8], dialect: Dialect, notes: Notes) -> Result<Config, Conf
 /// hands to `wg` — what `wg-quick strip` prints, less the final newline. Nothing is resolved,
 /// so `strip`, `down` and `save` never wait for DNS. As bash's `read` does, each passed-on
 /// line loses its leading and trailing spaces and TABs.
-pub fn parse_quick(text: &[u8]) -> Result<(QuickSettings, Vec<u8>), ConfigError> {
+///
+/// The text passed on holds the private key: it is wiped when dropped, and is allocated once
+/// (it is never longer than `text` plus a newline), with room for one more byte (`strip`
+/// adds a newline), so it is never reallocated.
+pub fn parse_quick(text: &[u8]) -> Result<(QuickSettings, Zeroizing<Vec<u8>>), ConfigError> {
     let mut quick = QuickSettings::default();
     let mut in_interface = false;
-    let mut stripped = Vec::new();
+    let mut stripped = Zeroizing::new(Vec::with_capacity(text.len() + 2));
     let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     if text.ends_with(b"\n") || text.is_empty() {
         lines.pop();
@@ -1209,12 +1279,109 @@ mod tests {
         let mut notes = no_notes();
         let config = parse(file.as_bytes(), Dialect::Wg, &mut notes).unwrap();
         let whole = config.device_set(true);
-        assert_eq!(whole.private_key, Some([0; 32]));
+        assert_eq!(whole.private_key, Some(SecretKey::zero()));
         assert_eq!(whole.listen_port, Some(0));
         assert!(whole.replace_peers);
         assert!(!whole.peers[0].replace_allowed_ips);
         let append = config.device_set(false);
         assert_eq!(append.private_key, None);
         assert!(!append.replace_peers);
+    }
+
+    const PRIVATE: &str = "cAdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LGo=";
+
+    #[test]
+    fn secret_keys_are_parsed_and_never_shown_by_debug() {
+        let file = format!(
+            "[Interface]\nPrivateKey = {PRIVATE}\n[Peer]\nPublicKey = {K1}\nPresharedKey = {PRIVATE}\n"
+        );
+        let mut notes = no_notes();
+        let config = parse(file.as_bytes(), Dialect::Wg, &mut notes).unwrap();
+        let expected = SecretKey::new(decode_base64_key(PRIVATE).unwrap());
+        assert_eq!(config.interface.private_key.as_ref(), Some(&expected));
+        assert_eq!(config.peers[0].preshared_key.as_ref(), Some(&expected));
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains(&PRIVATE[..40]), "{shown}");
+        assert!(!shown.contains("112, 7, 109"), "{shown}"); // the key's first bytes
+        assert_eq!(shown.matches("<hidden>").count(), 4, "{shown}");
+        assert!(shown.contains(K1), "public keys stay visible: {shown}");
+        // The set built from it carries the keys on (and its Debug hides them too).
+        let set = config.device_set(false);
+        assert_eq!(set.private_key, Some(expected.clone()));
+        assert_eq!(set.peers[0].preshared_key, Some(expected));
+        assert!(!format!("{set:?}").contains(&PRIVATE[..40]));
+    }
+
+    /// A fresh file under the temp directory, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("ferrowg-config-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn files_are_read_whole_into_wiped_buffers() {
+        // Longer than one read chunk, so that it takes several reads.
+        let mut contents = format!("[Interface]\nPrivateKey = {PRIVATE}\n").into_bytes();
+        contents.extend(std::iter::repeat(b'#').take(20_000));
+        let file = TempFile::new("big.conf", &contents);
+        let text = read_file(file.0.as_os_str()).unwrap();
+        assert_eq!(&text[..], &contents[..]);
+        let (_, stripped) = parse_quick(&text).unwrap();
+        assert!(stripped.starts_with(format!("[Interface]\nPrivateKey = {PRIVATE}\n").as_bytes()));
+
+        let key = TempFile::new("private.key", format!("{PRIVATE}\n\n").as_bytes());
+        assert_eq!(
+            read_key_file(key.0.as_os_str()).unwrap(),
+            SecretKey::new(decode_base64_key(PRIVATE).unwrap())
+        );
+        let empty = TempFile::new("empty.key", b"");
+        assert!(read_key_file(empty.0.as_os_str()).unwrap().is_zero());
+    }
+
+    #[test]
+    fn own_messages_do_not_quote_secret_keys_but_wg_text_does() {
+        let near_miss = &PRIVATE[..43];
+        let mut notes = no_notes();
+        for (file, wg) in [
+            (
+                format!("[Interface]\nPrivateKey = {near_miss}\n"),
+                format!("Key is not the correct length or format: `{near_miss}'\n"),
+            ),
+            (
+                format!("[Peer]\nPublicKey = {K1}\npresharedkey = {near_miss}x\n"),
+                format!("Key is not the correct length or format: `{near_miss}x'\n"),
+            ),
+            (
+                format!("PrivateKey = {PRIVATE}\n"),
+                format!("Line unrecognized: `PrivateKey={PRIVATE}'\n"),
+            ),
+        ] {
+            let err = parse(file.as_bytes(), Dialect::Wg, &mut notes).unwrap_err();
+            // `wg` quotes the value; the wg-compatible text has to as well.
+            assert!(
+                String::from_utf8(err.wg_text()).unwrap().starts_with(&wg),
+                "{file:?}"
+            );
+            let own = err.describe(Path::new("wg0.conf"));
+            assert!(!own.contains(&near_miss[..30]), "{own}");
+            assert!(own.contains("not shown"), "{own}");
+        }
+        let err = parse(b"PrivateKey = x\n", Dialect::Wg, &mut notes).unwrap_err();
+        assert_eq!(
+            err.describe(Path::new("wg0.conf")),
+            "wg0.conf:1: unrecognized line `PrivateKey=…' (value not shown)"
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::netns;
 use crate::quick;
 use crate::stdio::{print_bare_usage, print_out};
 use ferrowg_proto::keys::PrivateKey;
-use ferrowg_uapi::{AllowedIpChange, DeviceSet, PeerSet};
+use ferrowg_uapi::{AllowedIpChange, DeviceSet, PeerSet, SecretKey};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
@@ -227,7 +227,7 @@ impl Demo {
                 },
             ];
             let request = DeviceSet {
-                private_key: Some(*side.key.as_bytes()),
+                private_key: Some(SecretKey::from(&side.key)),
                 listen_port: Some(PORTS[i]),
                 fwmark: None,
                 replace_peers: true,

@@ -25,6 +25,7 @@ mod stdio;
 mod strip;
 mod terminal;
 mod up;
+mod wipe;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

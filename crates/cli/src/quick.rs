@@ -252,7 +252,11 @@ fn config_error(prog: &OsStr, path: &Path, e: &config::ConfigError) -> ExitCode 
 
 /// The file read with wg-quick's own rules only (no `wg` parsing, nothing resolved): the
 /// settings and the text `strip` prints.
-pub fn load_quick(prog: &OsStr, located: &Located) -> Result<(QuickSettings, Vec<u8>), ExitCode> {
+/// The text holds the private key: it is wiped when dropped.
+pub fn load_quick(
+    prog: &OsStr,
+    located: &Located,
+) -> Result<(QuickSettings, zeroize::Zeroizing<Vec<u8>>), ExitCode> {
     config::read_file(located.path.as_os_str())
         .and_then(|text| config::parse_quick(&text))
         .map_err(|e| config_error(prog, &located.path, &e))
@@ -974,7 +978,7 @@ mod tests {
                     [Peer]\nAddress = stays\nPublicKey = y\r\n[interface]\nmtu = 1400";
         let (quick, stripped) = config::parse_quick(file.as_bytes()).unwrap();
         assert_eq!(
-            String::from_utf8(stripped).unwrap(),
+            String::from_utf8(stripped.to_vec()).unwrap(),
             "# top\n[Interface]\nPrivateKey = x\n[Peer]\nAddress = stays\nPublicKey = y\r\n[interface]\n"
         );
         assert_eq!(quick.post_up, ["echo %i # kept"]);

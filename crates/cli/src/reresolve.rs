@@ -83,8 +83,10 @@ pub fn reresolve(prog: &OsStr, args: &[OsString]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (ifname, path) = (&args[1], &args[2]);
+    // The file holds the private key too: wiped when dropped. (`fs::read` sizes its buffer
+    // from the file's length, so it is not reallocated on the way.)
     let text = match std::fs::read(path) {
-        Ok(t) => t,
+        Ok(t) => zeroize::Zeroizing::new(t),
         Err(e) => {
             err_line(
                 prog,

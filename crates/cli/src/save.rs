@@ -105,8 +105,17 @@ fn build_and_write(
         .map_err(|e| Failure::Bare(format!("Unable to access interface: {e}")))?;
     let current = crate::showconf::render(&info);
     // `echo "${current_config/\[Interface\]$'\n'/$new_config}"` with current_config from
-    // `$(…)`, which drops trailing newlines.
-    let mut text = zeroize::Zeroizing::new(current.replacen("[Interface]\n", &head, 1));
+    // `$(…)`, which drops trailing newlines. The text holds the keys: it is assembled in one
+    // allocation of the final size (`replacen` would grow and leave stale copies) and wiped.
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(current.len() + head.len() + 1));
+    match current.find("[Interface]\n") {
+        Some(at) => {
+            text.push_str(&current[..at]);
+            text.push_str(&head);
+            text.push_str(&current[at + "[Interface]\n".len()..]);
+        }
+        None => text.push_str(&current),
+    }
     while text.ends_with('\n') {
         text.pop();
     }

@@ -12,6 +12,7 @@ use ferrowg_uapi::{DeviceSet, PeerSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 const GRAMMAR: &str = "<interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] [peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] [persistent-keepalive <interval seconds>] [allowed-ips [+|-]<ip1>/<cidr1>[,[+|-]<ip2>/<cidr2>]...] ]...";
 
@@ -37,7 +38,11 @@ pub fn set(prog: &OsStr, args: &[OsString]) -> ExitCode {
     let request = match parse_tokens(&args[2..], &mut print_note) {
         Ok(request) => request,
         Err(message) => {
-            let mut line = message;
+            // `wg`'s message may quote a key file's text (an invalid key, but perhaps a near
+            // miss of a real one): wipe it once printed.
+            let message = Zeroizing::new(message);
+            let mut line = Zeroizing::new(Vec::with_capacity(message.len() + 1));
+            line.extend_from_slice(&message);
             line.push(b'\n');
             print_err(&line);
             return ExitCode::FAILURE;

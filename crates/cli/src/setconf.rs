@@ -11,7 +11,7 @@
 use crate::config::{self, Dialect};
 use crate::ipc::{self, IFNAME_MAX};
 use crate::stdio::print_err;
-use ferrowg_uapi::{DeviceInfo, DeviceSet, PeerSet};
+use ferrowg_uapi::{DeviceInfo, DeviceSet, PeerSet, SecretKey};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
@@ -103,7 +103,7 @@ fn sync_against(request: &mut DeviceSet, running: &DeviceInfo) {
         {
             Some(wanted) => {
                 if live.preshared_key.is_some() && wanted.preshared_key.is_none() {
-                    wanted.preshared_key = Some([0; 32]);
+                    wanted.preshared_key = Some(SecretKey::zero());
                 }
                 if live.persistent_keepalive_interval != 0
                     && wanted.persistent_keepalive_interval.is_none()
@@ -133,7 +133,7 @@ mod tests {
     fn sync_removes_in_descending_key_order_and_clears_what_the_file_lacks() {
         let mut running = DeviceInfo::default();
         let mut kept = PeerInfo::new([0xde; 32]);
-        kept.preshared_key = Some([9; 32]);
+        kept.preshared_key = Some(SecretKey::new([9; 32]));
         kept.persistent_keepalive_interval = 25;
         running.peers = vec![PeerInfo::new([0x7b; 32]), kept, PeerInfo::new([0xff; 32])];
         let mut request = DeviceSet {
@@ -152,7 +152,7 @@ mod tests {
             keys,
             [(0xff, true), (0x7b, true), (0xde, false), (0xde, false)]
         );
-        assert_eq!(request.peers[2].preshared_key, Some([0; 32]));
+        assert_eq!(request.peers[2].preshared_key, Some(SecretKey::zero()));
         assert_eq!(request.peers[2].persistent_keepalive_interval, Some(0));
         assert_eq!(request.peers[3].preshared_key, None);
         let text = emit_set(&request);

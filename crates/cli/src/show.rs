@@ -9,14 +9,16 @@
 use crate::ipc;
 use crate::stdio::{print_err, print_out};
 use crate::terminal::{colour_wanted, Painter, BOLD, FG_CYAN, FG_GREEN, FG_RED, FG_YELLOW, RESET};
-use ferrowg_proto::keys::{encode_base64_key, PrivateKey};
-use ferrowg_uapi::{DeviceInfo, Key, PeerInfo};
+use crate::wipe::{base64_secret, extend_wiping, SecretText};
+use ferrowg_proto::keys::encode_base64_key;
+use ferrowg_uapi::{DeviceInfo, Key, PeerInfo, SecretKey};
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
 
 const FIELDS: &str = "public-key | private-key | listen-port | fwmark | peers | preshared-keys | endpoints | allowed-ips | latest-handshakes | transfer | persistent-keepalive | dump";
 
@@ -181,7 +183,8 @@ impl<'a> Device<'a> {
     fn new(name: &'a [u8], info: &'a DeviceInfo) -> Self {
         let public_key = info
             .private_key
-            .map(|k| *PrivateKey::from_bytes(k).public_key().as_bytes());
+            .as_ref()
+            .map(|k| *k.to_private_key().public_key().as_bytes());
         Device {
             name,
             info,
@@ -199,16 +202,26 @@ fn b64(key: &Key) -> String {
     encode_base64_key(key)
 }
 
-fn secret(key: &Key) -> String {
+/// A private or preshared key for the pretty and JSON forms: `(hidden)` unless
+/// `WG_HIDE_KEYS=never`.
+fn secret(key: &SecretKey) -> Zeroizing<String> {
     if hide_secrets() {
-        "(hidden)".to_owned()
+        Zeroizing::new("(hidden)".to_owned())
     } else {
-        b64(key)
+        base64_secret(key.as_bytes())
     }
 }
 
 fn key_or_none(key: Option<&Key>) -> String {
     key.map_or_else(|| "(none)".to_owned(), b64)
+}
+
+/// A private or preshared key for the field forms, which always show it (as `wg` does).
+fn secret_or_none(key: Option<&SecretKey>) -> Zeroizing<String> {
+    key.map_or_else(
+        || Zeroizing::new("(none)".to_owned()),
+        |k| base64_secret(k.as_bytes()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,7 +395,11 @@ fn pretty(device: &Device, colour: bool, now: i64) -> Vec<u8> {
         p.put(&format!("{}{}\n", label("public key"), b64(public)));
     }
     if let Some(private) = &info.private_key {
-        p.put(&format!("{}{}\n", label("private key"), secret(private)));
+        p.put(&format!(
+            "{}{}\n",
+            label("private key"),
+            secret(private).as_str()
+        ));
     }
     if info.listen_port != 0 {
         p.put(&format!(
@@ -404,7 +421,11 @@ fn pretty(device: &Device, colour: bool, now: i64) -> Vec<u8> {
             b64(&peer.public_key)
         ));
         if let Some(psk) = &peer.preshared_key {
-            p.put(&format!("{}{}\n", label("preshared key"), secret(psk)));
+            p.put(&format!(
+                "{}{}\n",
+                label("preshared key"),
+                secret(psk).as_str()
+            ));
         }
         if let Some(endpoint) = &peer.endpoint {
             p.put(&format!(
@@ -475,66 +496,79 @@ fn fwmark_or_off(mark: u32) -> String {
 
 /// The text of one field form, or `None` for an unknown field. With `prefix`, every line
 /// starts with the interface name and a TAB (`show all FIELD`).
-fn field_form(device: &Device, field: &[u8], prefix: bool) -> Option<Vec<u8>> {
+///
+/// `private-key`, `preshared-keys` and `dump` print keys, as `wg` does: every line is built
+/// in a [`SecretText`] and the whole text in a buffer that grows by [`extend_wiping`], so
+/// that the returned text, wiped on drop, is the only copy.
+fn field_form(device: &Device, field: &[u8], prefix: bool) -> Option<Zeroizing<Vec<u8>>> {
     let info = device.info;
-    let mut out = Vec::new();
-    let mut line = |text: String| {
+    let mut out = Zeroizing::new(Vec::new());
+    let mut line = |text: &str| {
         if prefix {
-            out.extend_from_slice(device.name);
-            out.push(b'\t');
+            extend_wiping(&mut out, device.name);
+            extend_wiping(&mut out, b"\t");
         }
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'\n');
+        extend_wiping(&mut out, text.as_bytes());
+        extend_wiping(&mut out, b"\n");
     };
-    let per_peer = |line: &mut dyn FnMut(String), f: &dyn Fn(&PeerInfo) -> String| {
+    let per_peer = |line: &mut dyn FnMut(&str), f: &dyn Fn(&PeerInfo) -> Zeroizing<String>| {
         for peer in &info.peers {
-            line(format!("{}\t{}", b64(&peer.public_key), f(peer)));
+            let mut text = SecretText::with_capacity(128);
+            let _ = write!(text, "{}\t{}", b64(&peer.public_key), f(peer).as_str());
+            line(text.as_str());
         }
+    };
+    let plain = |text: String| Zeroizing::new(text);
+    let keepalive = |p: &PeerInfo| match p.persistent_keepalive_interval {
+        0 => "off".to_owned(),
+        n => n.to_string(),
     };
     match field {
-        b"public-key" => line(key_or_none(device.public_key.as_ref())),
-        b"private-key" => line(key_or_none(info.private_key.as_ref())),
-        b"listen-port" => line(info.listen_port.to_string()),
-        b"fwmark" => line(fwmark_or_off(info.fwmark)),
+        b"public-key" => line(&key_or_none(device.public_key.as_ref())),
+        b"private-key" => line(&secret_or_none(info.private_key.as_ref())),
+        b"listen-port" => line(&info.listen_port.to_string()),
+        b"fwmark" => line(&fwmark_or_off(info.fwmark)),
         b"peers" => {
             for peer in &info.peers {
-                line(b64(&peer.public_key));
+                line(&b64(&peer.public_key));
             }
         }
-        b"preshared-keys" => per_peer(&mut line, &|p| key_or_none(p.preshared_key.as_ref())),
-        b"endpoints" => per_peer(&mut line, &endpoint_or_none),
-        b"allowed-ips" => per_peer(&mut line, &|p| allowed_ips_joined(p, " ")),
-        b"latest-handshakes" => per_peer(&mut line, &|p| p.last_handshake_time_sec.to_string()),
-        b"transfer" => per_peer(&mut line, &|p| format!("{}\t{}", p.rx_bytes, p.tx_bytes)),
-        b"persistent-keepalive" => {
-            per_peer(&mut line, &|p| match p.persistent_keepalive_interval {
-                0 => "off".to_owned(),
-                n => n.to_string(),
-            })
+        b"preshared-keys" => per_peer(&mut line, &|p| secret_or_none(p.preshared_key.as_ref())),
+        b"endpoints" => per_peer(&mut line, &|p| plain(endpoint_or_none(p))),
+        b"allowed-ips" => per_peer(&mut line, &|p| plain(allowed_ips_joined(p, " "))),
+        b"latest-handshakes" => {
+            per_peer(&mut line, &|p| plain(p.last_handshake_time_sec.to_string()))
         }
+        b"transfer" => per_peer(&mut line, &|p| {
+            plain(format!("{}\t{}", p.rx_bytes, p.tx_bytes))
+        }),
+        b"persistent-keepalive" => per_peer(&mut line, &|p| plain(keepalive(p))),
         b"dump" => {
-            line(format!(
+            let mut text = SecretText::with_capacity(128);
+            let _ = write!(
+                text,
                 "{}\t{}\t{}\t{}",
-                key_or_none(info.private_key.as_ref()),
+                secret_or_none(info.private_key.as_ref()).as_str(),
                 key_or_none(device.public_key.as_ref()),
                 info.listen_port,
                 fwmark_or_off(info.fwmark)
-            ));
+            );
+            line(text.as_str());
             for p in &info.peers {
-                line(format!(
+                let mut text = SecretText::with_capacity(256);
+                let _ = write!(
+                    text,
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     b64(&p.public_key),
-                    key_or_none(p.preshared_key.as_ref()),
+                    secret_or_none(p.preshared_key.as_ref()).as_str(),
                     endpoint_or_none(p),
                     allowed_ips_joined(p, ","),
                     p.last_handshake_time_sec,
                     p.rx_bytes,
                     p.tx_bytes,
-                    match p.persistent_keepalive_interval {
-                        0 => "off".to_owned(),
-                        n => n.to_string(),
-                    }
-                ));
+                    keepalive(p)
+                );
+                line(text.as_str());
             }
         }
         _ => return None,
@@ -671,6 +705,12 @@ pub mod json {
         value.map_or_else(|| "null".to_owned(), |v| string(&v))
     }
 
+    /// `"(hidden)"` unless `WG_HIDE_KEYS=never`. (With `never`, the document's buffers hold
+    /// the keys and are not wiped: that setting asks for them to be shown.)
+    fn optional_secret(key: Option<&SecretKey>) -> String {
+        key.map_or_else(|| "null".to_owned(), |k| string(&secret(k)))
+    }
+
     /// Writes `fields` as an object whose braces sit at `depth` levels of indentation.
     fn object(out: &mut String, fields: &[(&str, String)], depth: usize) {
         let pad = "  ".repeat(depth);
@@ -706,10 +746,7 @@ pub mod json {
             &[
                 ("name", string(&String::from_utf8_lossy(device.name))),
                 ("public_key", optional(device.public_key.as_ref().map(b64))),
-                (
-                    "private_key",
-                    optional(info.private_key.as_ref().map(secret)),
-                ),
+                ("private_key", optional_secret(info.private_key.as_ref())),
                 ("listen_port", info.listen_port.to_string()),
                 ("fwmark", info.fwmark.to_string()),
                 ("peers", peers),
@@ -728,10 +765,7 @@ pub mod json {
             out,
             &[
                 ("public_key", string(&b64(&p.public_key))),
-                (
-                    "preshared_key",
-                    optional(p.preshared_key.as_ref().map(secret)),
-                ),
+                ("preshared_key", optional_secret(p.preshared_key.as_ref())),
                 (
                     "endpoint",
                     optional(p.endpoint.as_ref().map(format_endpoint)),
@@ -836,5 +870,55 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json::string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+
+    #[test]
+    fn field_forms_print_keys_as_wg_does() {
+        let private = SecretKey::new([3; 32]);
+        let public = *private.to_private_key().public_key().as_bytes();
+        let mut peer = PeerInfo::new([1; 32]);
+        peer.preshared_key = Some(SecretKey::new([0xf0; 32]));
+        peer.allowed_ips = vec![
+            ("10.0.0.0".parse().unwrap(), 8),
+            ("fd00::".parse().unwrap(), 64),
+        ];
+        peer.rx_bytes = 5;
+        peer.tx_bytes = 6;
+        let info = DeviceInfo {
+            private_key: Some(private),
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![peer, PeerInfo::new([2; 32])],
+        };
+        let device = Device::new(b"wg0", &info);
+        let form = |field: &[u8], prefix| {
+            String::from_utf8(field_form(&device, field, prefix).unwrap().to_vec()).unwrap()
+        };
+        let (k1, k2) = (b64(&[1; 32]), b64(&[2; 32]));
+        let psk = "8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PA=";
+        let private_text = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+        assert_eq!(form(b"private-key", false), format!("{private_text}\n"));
+        assert_eq!(
+            form(b"public-key", true),
+            format!("wg0\t{}\n", b64(&public))
+        );
+        assert_eq!(
+            form(b"preshared-keys", true),
+            format!("wg0\t{k1}\t{psk}\nwg0\t{k2}\t(none)\n")
+        );
+        assert_eq!(
+            form(b"dump", false),
+            format!(
+                "{private_text}\t{}\t51820\toff\n\
+                 {k1}\t{psk}\t(none)\t10.0.0.0/8,fd00::/64\t0\t5\t6\toff\n\
+                 {k2}\t(none)\t(none)\t(none)\t0\t0\t0\toff\n",
+                b64(&public)
+            )
+        );
+        assert_eq!(
+            form(b"allowed-ips", false),
+            format!("{k1}\t10.0.0.0/8 fd00::/64\n{k2}\t(none)\n")
+        );
+        assert!(field_form(&device, b"bogus", false).is_none());
     }
 }

@@ -5,6 +5,7 @@
 use crate::ipc;
 use crate::show::{format_endpoint, format_ip};
 use crate::stdio::{print_err, print_out};
+use crate::wipe::{base64_secret, SecretText};
 use ferrowg_proto::keys::encode_base64_key;
 use ferrowg_uapi::DeviceInfo;
 use std::ffi::{OsStr, OsString};
@@ -35,9 +36,17 @@ pub fn showconf(prog: &OsStr, args: &[OsString]) -> ExitCode {
     }
 }
 
-/// The file text (it holds the private key, so the buffer is wiped after use).
+/// The file text. It holds the private and preshared keys, so it is wiped after use, and it
+/// is built without leaving copies behind in freed memory (see [`SecretText`]).
 pub fn render(info: &DeviceInfo) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::from("[Interface]\n"));
+    let estimate = 256
+        + info
+            .peers
+            .iter()
+            .map(|p| 256 + 48 * p.allowed_ips.len())
+            .sum::<usize>();
+    let mut out = SecretText::with_capacity(estimate);
+    out.push_str("[Interface]\n");
     if info.listen_port != 0 {
         let _ = writeln!(out, "ListenPort = {}", info.listen_port);
     }
@@ -45,10 +54,13 @@ pub fn render(info: &DeviceInfo) -> Zeroizing<String> {
         let _ = writeln!(out, "FwMark = 0x{:x}", info.fwmark);
     }
     if let Some(key) = &info.private_key {
-        let text = Zeroizing::new(encode_base64_key(key));
-        let _ = writeln!(out, "PrivateKey = {}", text.as_str());
+        let _ = writeln!(
+            out,
+            "PrivateKey = {}",
+            base64_secret(key.as_bytes()).as_str()
+        );
     }
-    out.push('\n');
+    out.push_str("\n");
     for (i, peer) in info.peers.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -56,8 +68,11 @@ pub fn render(info: &DeviceInfo) -> Zeroizing<String> {
             encode_base64_key(&peer.public_key)
         );
         if let Some(psk) = &peer.preshared_key {
-            let text = Zeroizing::new(encode_base64_key(psk));
-            let _ = writeln!(out, "PresharedKey = {}", text.as_str());
+            let _ = writeln!(
+                out,
+                "PresharedKey = {}",
+                base64_secret(psk.as_bytes()).as_str()
+            );
         }
         if !peer.allowed_ips.is_empty() {
             let list: Vec<String> = peer
@@ -78,16 +93,16 @@ pub fn render(info: &DeviceInfo) -> Zeroizing<String> {
             );
         }
         if i + 1 < info.peers.len() {
-            out.push('\n');
+            out.push_str("\n");
         }
     }
-    out
+    out.into_inner()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrowg_uapi::PeerInfo;
+    use ferrowg_uapi::{PeerInfo, SecretKey};
 
     #[test]
     fn layout_matches_wg() {
@@ -111,6 +126,36 @@ mod tests {
              AllowedIPs = 10.0.0.2/32, fd00::2/128\nEndpoint = 192.0.2.1:51820\n\
              PersistentKeepalive = 25\n\n\
              [Peer]\nPublicKey = AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\n"
+        );
+    }
+
+    #[test]
+    fn keys_are_written_and_many_peers_fit() {
+        let mut info = DeviceInfo {
+            private_key: Some(SecretKey::new([3; 32])),
+            ..DeviceInfo::default()
+        };
+        for i in 0..50u8 {
+            let mut peer = PeerInfo::new([i; 32]);
+            peer.preshared_key = Some(SecretKey::new([0xf0; 32]));
+            peer.allowed_ips = (0..20)
+                .map(|j| (format!("10.{i}.{j}.0").parse().unwrap(), 24))
+                .collect();
+            info.peers.push(peer);
+        }
+        let text = render(&info);
+        assert!(text.starts_with(
+            "[Interface]\nPrivateKey = AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n\n[Peer]\n"
+        ));
+        assert_eq!(
+            text.matches("PresharedKey = 8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PA=\n")
+                .count(),
+            50
+        );
+        assert!(
+            text.ends_with("10.49.19.0/24\n"),
+            "{}",
+            &text[text.len() - 100..]
         );
     }
 }

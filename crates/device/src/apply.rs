@@ -4,8 +4,8 @@
 
 use crate::udp::UdpSockets;
 use ferrowg_proto::device::Device;
-use ferrowg_proto::keys::{PresharedKey, PrivateKey, PublicKey};
-use ferrowg_uapi::{errno, DeviceInfo, DeviceSet, PeerInfo, UapiError};
+use ferrowg_proto::keys::PublicKey;
+use ferrowg_uapi::{errno, DeviceInfo, DeviceSet, PeerInfo, SecretKey, UapiError};
 use std::time::Instant;
 
 /// The part of the daemon state a configuration change touches.
@@ -73,9 +73,9 @@ pub fn apply_set(engine: &mut Engine, set: &DeviceSet, now: Instant) -> Result<A
     if set.replace_peers {
         engine.dev.remove_all_peers();
     }
-    if let Some(key) = set.private_key {
+    if let Some(key) = &set.private_key {
         // All zeros means "remove the key"; test before clamping, which would make it non-zero.
-        let key = (key != [0u8; 32]).then(|| PrivateKey::from_bytes(key));
+        let key = (!key.is_zero()).then(|| key.to_private_key());
         engine.dev.set_private_key(key);
     }
     for p in &set.peers {
@@ -101,10 +101,8 @@ pub fn apply_set(engine: &mut Engine, set: &DeviceSet, now: Instant) -> Result<A
                 Err(_) => continue,
             },
         };
-        if let Some(psk) = p.preshared_key {
-            let _ = engine
-                .dev
-                .set_preshared_key(id, PresharedKey::from_bytes(psk));
+        if let Some(psk) = &p.preshared_key {
+            let _ = engine.dev.set_preshared_key(id, psk.to_preshared_key());
         }
         if let Some(ep) = p.endpoint {
             let _ = engine.dev.set_endpoint(id, ep);
@@ -134,7 +132,7 @@ pub fn device_info(engine: &Engine) -> DeviceInfo {
         .map(|(id, p)| {
             let mut info = PeerInfo::new(p.public_key().0);
             if !p.preshared_key().is_zero() {
-                info.preshared_key = Some(*p.preshared_key().as_bytes());
+                info.preshared_key = Some(p.preshared_key().into());
             }
             info.endpoint = p.endpoint().map(|e| e.addr);
             if let Some(t) = p.last_handshake() {
@@ -149,7 +147,7 @@ pub fn device_info(engine: &Engine) -> DeviceInfo {
         })
         .collect();
     DeviceInfo {
-        private_key: dev.private_key().map(|k| *k.as_bytes()),
+        private_key: dev.private_key().map(SecretKey::from),
         listen_port: engine
             .sockets
             .as_ref()

@@ -17,9 +17,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ferrowg_proto::device::Device;
-use ferrowg_proto::keys::{PresharedKey, PrivateKey, PublicKey};
+use ferrowg_proto::keys::PublicKey;
 use ferrowg_uapi::{emit_get_response, emit_set, parse_set, DeviceInfo, DeviceSet, PeerInfo};
-use ferrowg_uapi::{AllowedIpChange, PeerSet};
+use ferrowg_uapi::{AllowedIpChange, PeerSet, SecretKey};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ fn big_set() -> DeviceSet {
         })
         .collect();
     DeviceSet {
-        private_key: Some([7; 32]),
+        private_key: Some(SecretKey::new([7; 32])),
         listen_port: None,
         fwmark: None,
         replace_peers: true,
@@ -83,7 +83,7 @@ fn big_info() -> DeviceInfo {
         })
         .collect();
     DeviceInfo {
-        private_key: Some([7; 32]),
+        private_key: Some(SecretKey::new([7; 32])),
         listen_port: 51820,
         fwmark: 0,
         peers,
@@ -103,8 +103,8 @@ fn apply(dev: &mut Device, set: &DeviceSet, now: Instant) {
     if set.replace_peers {
         dev.remove_all_peers();
     }
-    if let Some(key) = set.private_key {
-        let key = (key != [0u8; 32]).then(|| PrivateKey::from_bytes(key));
+    if let Some(key) = &set.private_key {
+        let key = (!key.is_zero()).then(|| key.to_private_key());
         dev.set_private_key(key);
     }
     for p in &set.peers {
@@ -129,8 +129,8 @@ fn apply(dev: &mut Device, set: &DeviceSet, now: Instant) {
                 Err(_) => continue,
             },
         };
-        if let Some(psk) = p.preshared_key {
-            let _ = dev.set_preshared_key(id, PresharedKey::from_bytes(psk));
+        if let Some(psk) = &p.preshared_key {
+            let _ = dev.set_preshared_key(id, psk.to_preshared_key());
         }
         if let Some(ep) = p.endpoint {
             let _ = dev.set_endpoint(id, ep);
@@ -158,7 +158,7 @@ fn device_info(dev: &Device) -> DeviceInfo {
         .map(|(id, p)| {
             let mut info = PeerInfo::new(p.public_key().0);
             if !p.preshared_key().is_zero() {
-                info.preshared_key = Some(*p.preshared_key().as_bytes());
+                info.preshared_key = Some(p.preshared_key().into());
             }
             info.endpoint = p.endpoint().map(|e| e.addr);
             if let Some(t) = p.last_handshake() {
@@ -173,7 +173,7 @@ fn device_info(dev: &Device) -> DeviceInfo {
         })
         .collect();
     DeviceInfo {
-        private_key: dev.private_key().map(|k| *k.as_bytes()),
+        private_key: dev.private_key().map(SecretKey::from),
         listen_port: 0,
         fwmark: 0,
         peers,

@@ -9,13 +9,14 @@ use crate::error::{errno, UapiError};
 use crate::get::parse_get_response;
 use crate::model::{DeviceInfo, DeviceSet};
 use crate::set::emit_set;
-use crate::value::parse_decimal;
+use crate::value::{extend_wiping, parse_decimal};
 use std::fmt;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Where daemons put their sockets: `wg`'s default RUNSTATEDIR (`/var/run`) +
 /// `/wireguard`. Not configurable from the environment, as in `wg`.
@@ -145,32 +146,62 @@ pub fn connect(path: &Path) -> Result<UnixStream, ClientError> {
 }
 
 /// `get` against the socket at `path`.
+///
+/// The reply holds the private and preshared keys: every buffer it passes through here is
+/// wiped (the returned [`DeviceInfo`] wipes its keys when dropped).
 pub fn get_at(path: &Path) -> Result<DeviceInfo, ClientError> {
     let stream = connect(path)?;
     (&stream).write_all(b"get=1\n\n")?;
-    let reply = read_until_empty_line(&stream)?;
-    let text = String::from_utf8(reply)
+    let reply = read_until_empty_line(&mut &stream)?;
+    let text = std::str::from_utf8(&reply)
         .map_err(|_| ClientError::new(errno::EPROTO, "the get reply is not valid UTF-8"))?;
-    Ok(parse_get_response(&text)?)
+    Ok(parse_get_response(text)?)
 }
 
 /// Reads up to and including the first empty line, or to the end of the stream. Reading to
 /// the end alone would hang: wireguard-go keeps the connection open for another operation.
-fn read_until_empty_line(stream: &UnixStream) -> io::Result<Vec<u8>> {
-    let mut reader = BufReader::new(stream);
-    let mut reply = Vec::new();
+/// Whatever arrives after the empty line is dropped (the connection is not used again).
+///
+/// Read straight into wiped buffers, without a `BufReader` (whose buffer would be freed
+/// unwiped): a chunk buffer, and a reply that grows by moving and wiping, never by a plain
+/// reallocation.
+fn read_until_empty_line(stream: &mut impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut reply = Zeroizing::new(Vec::with_capacity(4096));
+    let mut chunk = Zeroizing::new([0u8; 4096]);
     loop {
-        let start = reply.len();
-        if reader.read_until(b'\n', &mut reply)? == 0 || &reply[start..] == b"\n" {
+        let n = match stream.read(&mut chunk[..]) {
+            Ok(0) => return Ok(reply),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // An empty line: a '\n' at the very start or right after another '\n'. Look from
+        // the last byte already held, so that a "\n\n" split across reads is found.
+        let from = reply.len().saturating_sub(1);
+        extend_wiping(&mut reply, &chunk[..n]);
+        let end = reply[from..]
+            .iter()
+            .enumerate()
+            .find(|&(i, &b)| {
+                let at = from + i;
+                b == b'\n' && (at == 0 || reply[at - 1] == b'\n')
+            })
+            .map(|(i, _)| from + i + 1);
+        if let Some(end) = end {
+            // Truncating leaves the bytes after `end` in spare capacity, which the
+            // Zeroizing wrapper wipes along with the rest.
+            reply.truncate(end);
             return Ok(reply);
         }
     }
 }
 
-/// `set` against the socket at `path`.
+/// `set` against the socket at `path`. The message text (it holds the keys) is wiped after
+/// sending.
 pub fn set_at(path: &Path, set: &DeviceSet) -> Result<(), ClientError> {
     let stream = connect(path)?;
-    (&stream).write_all(emit_set(set).as_bytes())?;
+    let text = Zeroizing::new(emit_set(set));
+    (&stream).write_all(text.as_bytes())?;
     let mut line = Vec::new();
     BufReader::new(&stream).read_until(b'\n', &mut line)?;
     set_reply_status(&line)
@@ -290,6 +321,42 @@ mod tests {
         assert_eq!(ClientError::new(71, "").to_string(), "Protocol error");
         assert_eq!(ClientError::new(5, "").to_string(), "Input/output error");
         assert_eq!(ClientError::new(-22, "").to_string(), "Unknown error -22");
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_get_reply_ends_at_its_first_empty_line_across_reads() {
+        let big = format!("{}errno=0\n\n", "listen_port=1\n".repeat(1000));
+        for (data, expected) in [
+            ("a=1\nerrno=0\n\nafter\n\n", "a=1\nerrno=0\n\n"),
+            ("\nrest", "\n"),
+            ("a=1\nerrno=0\n", "a=1\nerrno=0\n"), // the end of the stream
+            ("", ""),
+            (big.as_str(), big.as_str()),
+        ] {
+            for step in [1, 2, 3, 4096, usize::MAX] {
+                let mut reader = Trickle {
+                    data: data.as_bytes(),
+                    step,
+                };
+                let reply = read_until_empty_line(&mut reader).unwrap();
+                assert_eq!(&reply[..], expected.as_bytes(), "{data:?} by {step}");
+            }
+        }
     }
 
     #[test]

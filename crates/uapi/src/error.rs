@@ -106,3 +106,20 @@ pub(crate) fn quote(value: &str) -> String {
     }
     format!("{cut:?}")
 }
+
+/// True if `text` is as long as a key in hex or base64 (43 characters or more: a base64 key
+/// split at its final `=` leaves 43). Every key name the protocol knows is far shorter.
+pub(crate) fn may_hold_a_key(text: &str) -> bool {
+    text.len() >= 43
+}
+
+/// Quotes untrusted text that may be a secret sent in the wrong place (an unknown key's
+/// name or value, a line that is not `key=value`): text that [`may_hold_a_key`] is
+/// described by its length instead.
+pub(crate) fn quote_unknown(value: &str) -> String {
+    if may_hold_a_key(value) {
+        format!("<{} characters, not shown>", value.len())
+    } else {
+        quote(value)
+    }
+}

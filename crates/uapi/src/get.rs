@@ -1,12 +1,14 @@
 //! The `get=1` reply in both directions, and the `errno=` status line.
 
-use crate::error::{quote, UapiError};
+use crate::error::{quote, quote_unknown, UapiError};
 use crate::model::{DeviceInfo, PeerInfo};
 use crate::value::{
-    format_endpoint, is_zero_key, parse_decimal, parse_endpoint, parse_key, parse_prefix, push_line,
+    format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix, parse_secret_key,
+    push_line, Hex, WipingString,
 };
-use ferrowg_proto::keys::encode_hex_key;
+use std::fmt::Write as _;
 use std::io::{self, Write};
+use zeroize::Zeroizing;
 
 /// The reply to `get=1` in wireguard-go's order and format, ending with `errno=0` and an
 /// empty line (PROTOCOL.md §7.5):
@@ -14,10 +16,21 @@ use std::io::{self, Write};
 /// peer public_key, preshared_key (64 zeros if none), protocol_version (omitted if 0),
 /// endpoint (if any), last_handshake_time_sec, last_handshake_time_nsec, tx_bytes,
 /// rx_bytes, persistent_keepalive_interval, then one allowed_ip line per prefix.
+///
+/// The text holds the private and preshared keys in hex. It is built without leaving copies
+/// behind in freed memory, and the caller should wipe it after use, as
+/// [`write_get_response`] does.
 pub fn emit_get_response(info: &DeviceInfo) -> String {
-    let mut out = String::new();
-    if let Some(key) = info.private_key.as_ref().filter(|k| !is_zero_key(k)) {
-        push_line(&mut out, "private_key", encode_hex_key(key));
+    // Device lines take under 128 bytes; a peer's fixed lines under 512, each prefix under 64.
+    let estimate = 128
+        + info
+            .peers
+            .iter()
+            .map(|p| 512 + 64 * p.allowed_ips.len())
+            .sum::<usize>();
+    let mut out = WipingString::with_capacity(estimate);
+    if let Some(key) = info.private_key.as_ref().filter(|k| !k.is_zero()) {
+        push_line(&mut out, "private_key", Hex(key.as_bytes()));
     }
     if info.listen_port != 0 {
         push_line(&mut out, "listen_port", info.listen_port);
@@ -26,9 +39,12 @@ pub fn emit_get_response(info: &DeviceInfo) -> String {
         push_line(&mut out, "fwmark", info.fwmark);
     }
     for peer in &info.peers {
-        push_line(&mut out, "public_key", encode_hex_key(&peer.public_key));
-        let psk = peer.preshared_key.unwrap_or([0; 32]);
-        push_line(&mut out, "preshared_key", encode_hex_key(&psk));
+        push_line(&mut out, "public_key", Hex(&peer.public_key));
+        let psk = peer
+            .preshared_key
+            .as_ref()
+            .map_or(&[0; 32], |k| k.as_bytes());
+        push_line(&mut out, "preshared_key", Hex(psk));
         if peer.protocol_version != 0 {
             push_line(&mut out, "protocol_version", peer.protocol_version);
         }
@@ -56,14 +72,18 @@ pub fn emit_get_response(info: &DeviceInfo) -> String {
             push_line(&mut out, "allowed_ip", format_args!("{ip}/{cidr}"));
         }
     }
-    out.push_str("errno=0\n\n");
-    out
+    let _ = out.write_str("errno=0\n\n");
+    out.into_string()
 }
 
 /// Writes [`emit_get_response`]'s text in one call (a reader never sees half a reply
 /// because of our buffering) and flushes.
+///
+/// The text is wiped once written (a buffering `w` keeps its own copy, for its owner to
+/// deal with).
 pub fn write_get_response<W: Write>(w: &mut W, info: &DeviceInfo) -> io::Result<()> {
-    w.write_all(emit_get_response(info).as_bytes())?;
+    let text = Zeroizing::new(emit_get_response(info));
+    w.write_all(text.as_bytes())?;
     w.flush()
 }
 
@@ -98,7 +118,10 @@ pub fn parse_get_response(text: &str) -> Result<DeviceInfo, UapiError> {
             break;
         }
         let (key, value) = line.split_once('=').ok_or_else(|| {
-            UapiError::protocol(None, format!("get reply line {} has no '='", quote(line)))
+            UapiError::protocol(
+                None,
+                format!("get reply line {} has no '='", quote_unknown(line)),
+            )
         })?;
         if key == "errno" {
             let n = parse_decimal(value, i32::MAX as u64).ok_or_else(|| {
@@ -142,8 +165,8 @@ pub fn parse_get_response(text: &str) -> Result<DeviceInfo, UapiError> {
 fn device_field(info: &mut DeviceInfo, key: &str, value: &str) -> Result<(), UapiError> {
     match key {
         "private_key" => {
-            let k = parse_key(value).ok_or_else(|| malformed_secret(key, value))?;
-            info.private_key = (!is_zero_key(&k)).then_some(k);
+            let k = parse_secret_key(value).ok_or_else(|| malformed_secret(key, value))?;
+            info.private_key = (!k.is_zero()).then_some(k);
         }
         "listen_port" => info.listen_port = number(key, value, u16::MAX.into())? as u16,
         "fwmark" => info.fwmark = number(key, value, u32::MAX.into())? as u32,
@@ -157,8 +180,8 @@ fn peer_field(peer: &mut PeerInfo, key: &str, value: &str) -> Result<(), UapiErr
     const TIME_MAX: u64 = i64::MAX as u64;
     match key {
         "preshared_key" => {
-            let k = parse_key(value).ok_or_else(|| malformed_secret(key, value))?;
-            peer.preshared_key = (!is_zero_key(&k)).then_some(k);
+            let k = parse_secret_key(value).ok_or_else(|| malformed_secret(key, value))?;
+            peer.preshared_key = (!k.is_zero()).then_some(k);
         }
         "endpoint" => {
             peer.endpoint = Some(parse_endpoint(value).map_err(|why| {

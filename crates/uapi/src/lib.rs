@@ -59,6 +59,6 @@ mod value;
 
 pub use error::{errno, Recovery, UapiError};
 pub use get::{emit_get_response, parse_get_response, write_errno, write_get_response};
-pub use model::{AllowedIpChange, DeviceInfo, DeviceSet, Key, PeerInfo, PeerSet};
+pub use model::{AllowedIpChange, DeviceInfo, DeviceSet, Key, PeerInfo, PeerSet, SecretKey};
 pub use request::{parse_set, read_request, Request, MAX_LINE_LEN};
 pub use set::emit_set;

@@ -1,9 +1,11 @@
 //! Server side framing: reading one operation (`get=1` or `set=1` …) from a stream.
 
-use crate::error::{errno, quote, Recovery, UapiError};
+use crate::error::{errno, may_hold_a_key, quote_unknown, Recovery, UapiError};
 use crate::model::DeviceSet;
 use crate::set::SetParser;
-use std::io::{self, BufRead, Read};
+use crate::value::extend_wiping;
+use std::io::{self, BufRead};
+use zeroize::Zeroizing;
 
 /// One operation read from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,18 +25,47 @@ enum Line {
     /// End of stream in the middle of a line.
     Partial,
     TooLong,
-    /// A whole line, without its `\n`.
-    Text(Vec<u8>),
+    /// A whole line, without its `\n`. It may hold a key in hex: wiped when dropped.
+    Text(Zeroizing<Vec<u8>>),
 }
 
+/// Reads one line: up to and including `\n`, at most `MAX_LINE_LEN + 1` bytes. The bytes go
+/// from the reader's buffer into one allocation sized for any valid line, which grows (for
+/// an overlong line) only by moving to a bigger one and wiping the old: no copy of a key
+/// line is left in freed memory. (The reader's own buffer is its owner's business.)
 fn read_line<R: BufRead>(r: &mut R) -> io::Result<Line> {
-    let mut buf = Vec::new();
-    let limit = MAX_LINE_LEN as u64 + 1; // room for the '\n' of a line of maximal length
-    let n = r.by_ref().take(limit).read_until(b'\n', &mut buf)?;
-    if n == 0 {
+    const LIMIT: usize = MAX_LINE_LEN + 1; // room for the '\n' of a line of maximal length
+    let mut buf = Zeroizing::new(Vec::with_capacity(128));
+    let mut ended = false;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let room = &available[..available.len().min(LIMIT - buf.len())];
+        let (chunk, found) = match room.iter().position(|&b| b == b'\n') {
+            Some(i) => (&room[..=i], true),
+            None => (room, false),
+        };
+        extend_wiping(&mut buf, chunk);
+        let used = chunk.len();
+        r.consume(used);
+        if found {
+            ended = true;
+            break;
+        }
+        if buf.len() >= LIMIT {
+            break;
+        }
+    }
+    if buf.is_empty() {
         return Ok(Line::End);
     }
-    if buf.last() == Some(&b'\n') {
+    if ended {
         buf.pop();
         Ok(Line::Text(buf))
     } else if buf.len() > MAX_LINE_LEN {
@@ -84,14 +115,17 @@ pub fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, UapiError>
         b"get=1" => read_get_terminator(r).map(|()| Some(Request::Get)),
         b"set=1" => read_set_body(r).map(|set| Some(Request::Set(set))),
         other => {
-            let text = String::from_utf8_lossy(other);
-            let key = text.split_once('=').map(|(key, _)| key);
+            let text = Zeroizing::new(String::from_utf8_lossy(other).into_owned());
+            let key = text
+                .split_once('=')
+                .map(|(key, _)| key)
+                .filter(|key| !may_hold_a_key(key));
             // wireguard-go closes the connection without a word here; so should we.
             Err(UapiError::protocol(
                 key,
                 format!(
                     "invalid operation line {}: expected get=1 or set=1",
-                    quote(&text)
+                    quote_unknown(&text)
                 ),
             )
             .with_recovery(Recovery::Close))
@@ -111,7 +145,7 @@ fn read_get_terminator<R: BufRead>(r: &mut R) -> Result<(), UapiError> {
         Line::Text(line) if line.is_empty() => Ok(()),
         // The line was consumed whole, but a client that sends this is not speaking the
         // protocol; wireguard-go's stream would be out of step here, so do not go on.
-        Line::Text(line) => Err(trailing(&quote(&String::from_utf8_lossy(&line)))
+        Line::Text(line) => Err(trailing(&quote_unknown(&String::from_utf8_lossy(&line)))
             .with_recovery(Recovery::ReplyAndClose)),
         Line::TooLong => Err(trailing("an overlong line").with_recovery(Recovery::ReplyAndClose)),
         Line::Partial => {

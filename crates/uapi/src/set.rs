@@ -1,11 +1,13 @@
 //! The body of a `set=1` operation: validating its lines into a [`DeviceSet`], and writing
 //! a [`DeviceSet`] back as the exact text `wg` sends.
 
-use crate::error::{quote, UapiError};
-use crate::model::{AllowedIpChange, DeviceSet, Key, PeerSet};
-use crate::value::push_line;
-use crate::value::{format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix};
-use ferrowg_proto::keys::encode_hex_key;
+use crate::error::{may_hold_a_key, quote, quote_unknown, UapiError};
+use crate::model::{AllowedIpChange, DeviceSet, PeerSet, SecretKey};
+use crate::value::{
+    format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix, parse_secret_key,
+    push_line, Hex, WipingString,
+};
+use std::fmt::Write as _;
 
 /// Accumulates the lines of one `set` body. Nothing is applied anywhere: the caller gets a
 /// [`DeviceSet`] only when every line was valid.
@@ -20,7 +22,7 @@ impl SetParser {
         let text = std::str::from_utf8(raw)
             .map_err(|_| UapiError::protocol(None, "a set line is not valid UTF-8"))?;
         let (key, value) = text.split_once('=').ok_or_else(|| {
-            UapiError::protocol(None, format!("set line {} has no '='", quote(text)))
+            UapiError::protocol(None, format!("set line {} has no '='", quote_unknown(text)))
         })?;
         if key == "public_key" {
             return self.start_peer(value);
@@ -175,15 +177,24 @@ fn shown(key: &str, value: &str) -> String {
     }
 }
 
+/// An unknown key may be a misspelt secret one (`privatekey=…`), or a base64 key sent where a
+/// line belongs (its final `=` makes the key text the "key"): text long enough to be a key is
+/// described by its length only, in the message and in [`UapiError::key`].
 fn unknown_key(key: &str, value: &str) -> UapiError {
-    UapiError::invalid(
-        key,
-        format!("unknown key {} (value {})", quote(key), quote(value)),
-    )
+    let message = format!(
+        "unknown key {} (value {})",
+        quote_unknown(key),
+        quote_unknown(value)
+    );
+    if may_hold_a_key(key) {
+        UapiError::new(crate::errno::EINVAL, None, message)
+    } else {
+        UapiError::invalid(key, message)
+    }
 }
 
-fn secret_key(key: &str, value: &str) -> Result<Key, UapiError> {
-    parse_key(value).ok_or_else(|| {
+fn secret_key(key: &str, value: &str) -> Result<SecretKey, UapiError> {
+    parse_secret_key(value).ok_or_else(|| {
         UapiError::invalid(
             key,
             format!(
@@ -229,10 +240,23 @@ fn flag(key: &str, value: &str) -> Result<bool, UapiError> {
 ///
 /// `wg` never sends `protocol_version`; it is written (after `update_only`) only when set,
 /// so that every [`DeviceSet`] the parser accepts survives a round trip.
+///
+/// The text holds the private and preshared keys in hex. It is built without leaving copies
+/// behind in freed memory (see `WipingString`), and the caller should wipe it after use
+/// (`zeroize::Zeroizing::new(emit_set(&set))`), as [`crate::client::set_at`] does.
 pub fn emit_set(set: &DeviceSet) -> String {
-    let mut out = String::from("set=1\n");
+    // Device lines take under 128 bytes, a peer's other lines under 256, each allowed_ip
+    // under 64; should that be short, the text grows by moving and wiping.
+    let estimate = 128
+        + set
+            .peers
+            .iter()
+            .map(|p| 256 + 64 * p.allowed_ips.len())
+            .sum::<usize>();
+    let mut out = WipingString::with_capacity(estimate);
+    push_line(&mut out, "set", 1);
     if let Some(key) = &set.private_key {
-        push_line(&mut out, "private_key", encode_hex_key(key));
+        push_line(&mut out, "private_key", Hex(key.as_bytes()));
     }
     if let Some(port) = set.listen_port {
         push_line(&mut out, "listen_port", port);
@@ -244,7 +268,7 @@ pub fn emit_set(set: &DeviceSet) -> String {
         push_line(&mut out, "replace_peers", "true");
     }
     for peer in &set.peers {
-        push_line(&mut out, "public_key", encode_hex_key(&peer.public_key));
+        push_line(&mut out, "public_key", Hex(&peer.public_key));
         if peer.remove {
             push_line(&mut out, "remove", "true");
             continue;
@@ -256,7 +280,7 @@ pub fn emit_set(set: &DeviceSet) -> String {
             push_line(&mut out, "protocol_version", version);
         }
         if let Some(key) = &peer.preshared_key {
-            push_line(&mut out, "preshared_key", encode_hex_key(key));
+            push_line(&mut out, "preshared_key", Hex(key.as_bytes()));
         }
         if let Some(endpoint) = &peer.endpoint {
             push_line(&mut out, "endpoint", format_endpoint(endpoint));
@@ -276,6 +300,6 @@ pub fn emit_set(set: &DeviceSet) -> String {
             );
         }
     }
-    out.push('\n');
-    out
+    let _ = out.write_str("\n");
+    out.into_string()
 }

@@ -1,9 +1,10 @@
 //! Value syntax shared by both directions: decimal numbers, hex keys, endpoints, prefixes.
 //! Each parser returns a short reason on failure; callers wrap it with the key and value.
 
-use crate::model::Key;
-use std::fmt::Write as _;
+use crate::model::{Key, SecretKey};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use zeroize::{Zeroize, Zeroizing};
 
 /// An unsigned decimal number no greater than `max`: ASCII digits only (no sign, no
 /// spaces, no `0x`), leading zeros allowed. That is what wireguard-go's `ParseUint(v, 10,
@@ -24,8 +25,76 @@ pub(crate) fn parse_key(text: &str) -> Option<Key> {
     ferrowg_proto::keys::decode_hex_key(text)
 }
 
-pub(crate) fn is_zero_key(key: &Key) -> bool {
-    key.iter().all(|&b| b == 0)
+/// 64 hex digits (either case) decoded straight into a [`SecretKey`], so that no plain copy
+/// of the key is left behind (a refused value is wiped with the key being filled).
+pub(crate) fn parse_secret_key(text: &str) -> Option<SecretKey> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut key = SecretKey::zero();
+    for (byte, pair) in key.as_mut_bytes().iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(key)
+}
+
+/// Writes a key as the 64 lowercase hex digits the protocol carries, straight into the
+/// formatter from a stack buffer that is wiped afterwards: no `String` ever holds the text
+/// of a secret key on its own.
+pub(crate) struct Hex<'a>(pub &'a [u8; 32]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = Zeroizing::new([0u8; 64]);
+        for (pair, &byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 15)];
+        }
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&text[..]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Message text that holds secret keys. Appending never leaves a stale copy behind: when
+/// the text outgrows its allocation it moves to a bigger one itself and wipes the old one,
+/// instead of letting `String` reallocate (which frees the old block without clearing it).
+pub(crate) struct WipingString(String);
+
+impl WipingString {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        WipingString(String::with_capacity(capacity))
+    }
+
+    /// The text. Its allocation has never been moved, so it is the only copy; the caller
+    /// is responsible for wiping it.
+    pub(crate) fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Write for WipingString {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let needed = self.0.len() + s.len();
+        if needed > self.0.capacity() {
+            let mut bigger = String::with_capacity(needed.max(2 * self.0.capacity()).max(256));
+            bigger.push_str(&self.0);
+            // Wipes the whole old allocation, spare capacity included, before it is freed.
+            self.0.zeroize();
+            self.0 = bigger;
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
 }
 
 /// A numeric endpoint: `a.b.c.d:port`, `[v6]:port` or `[v6%scope]:port`.
@@ -117,9 +186,22 @@ pub(crate) fn parse_prefix(text: &str) -> Result<(IpAddr, u8), &'static str> {
     Ok((ip, cidr as u8))
 }
 
+/// `buf.extend_from_slice(bytes)`, except that growing moves the contents to a new
+/// allocation and wipes the old one rather than letting `Vec` free it unwiped.
+pub(crate) fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let needed = buf.len() + bytes.len();
+    if needed > buf.capacity() {
+        let mut bigger = Vec::with_capacity(needed.max(2 * buf.capacity()));
+        bigger.extend_from_slice(buf);
+        buf.zeroize();
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
+}
+
 /// Appends `key=value\n`.
-pub(crate) fn push_line(out: &mut String, key: &str, value: impl std::fmt::Display) {
-    // Writing to a String cannot fail.
+pub(crate) fn push_line(out: &mut impl fmt::Write, key: &str, value: impl fmt::Display) {
+    // Writing to a String (or a WipingString) cannot fail.
     let _ = writeln!(out, "{key}={value}");
 }
 
@@ -211,5 +293,59 @@ mod tests {
         ] {
             assert!(parse_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use ferrowg_proto::keys::encode_hex_key;
+
+    #[test]
+    fn secret_keys_parse_like_public_keys() {
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 37 + 11) as u8);
+        let hex = encode_hex_key(&key);
+        assert_eq!(parse_secret_key(&hex).unwrap().as_bytes(), &key);
+        assert_eq!(
+            parse_secret_key(&hex.to_uppercase()).unwrap().as_bytes(),
+            &key
+        );
+        let bad_last = format!("{}g", &hex[..63]);
+        for bad in [
+            &hex[..62],
+            &bad_last,
+            &format!("{hex}0"),
+            "",
+            &"é".repeat(32),
+        ] {
+            assert!(parse_secret_key(bad).is_none(), "{bad:?}");
+            assert_eq!(parse_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex_display_is_the_protocol_text() {
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 53 + 7) as u8);
+        assert_eq!(Hex(&key).to_string(), encode_hex_key(&key));
+    }
+
+    #[test]
+    fn wiping_writers_keep_all_text_across_growth() {
+        let mut text = WipingString::with_capacity(1);
+        let mut expected = String::new();
+        for i in 0..500 {
+            push_line(&mut text, "line", i);
+            expected.push_str(&format!("line={i}\n"));
+        }
+        assert_eq!(text.into_string(), expected);
+
+        let mut bytes = Vec::with_capacity(1);
+        let mut expected = Vec::new();
+        for i in 0..300u32 {
+            let chunk = i.to_le_bytes();
+            extend_wiping(&mut bytes, &chunk[..(i as usize % 4) + 1]);
+            expected.extend_from_slice(&chunk[..(i as usize % 4) + 1]);
+        }
+        assert_eq!(bytes, expected);
     }
 }

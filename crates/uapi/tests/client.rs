@@ -4,7 +4,7 @@
 use ferrowg_uapi::client::{connect, get_at, list_interfaces_in, set_at};
 use ferrowg_uapi::{
     read_request, write_errno, write_get_response, DeviceInfo, DeviceSet, PeerInfo, PeerSet,
-    Recovery, Request,
+    Recovery, Request, SecretKey,
 };
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,7 +46,7 @@ fn sample_info() -> DeviceInfo {
     peer.allowed_ips = vec![("10.0.0.0".parse().unwrap(), 24)];
     peer.rx_bytes = 5;
     DeviceInfo {
-        private_key: Some([0x44; 32]),
+        private_key: Some(SecretKey::new([0x44; 32])),
         listen_port: 51820,
         fwmark: 0,
         peers: vec![peer],

@@ -2,7 +2,7 @@
 
 use ferrowg_uapi::{
     emit_get_response, errno, parse_get_response, write_errno, write_get_response, DeviceInfo,
-    PeerInfo,
+    PeerInfo, SecretKey,
 };
 
 fn hex(byte: u8) -> String {
@@ -11,7 +11,7 @@ fn hex(byte: u8) -> String {
 
 fn sample() -> DeviceInfo {
     let mut a = PeerInfo::new([0xaa; 32]);
-    a.preshared_key = Some([0x33; 32]);
+    a.preshared_key = Some(SecretKey::new([0x33; 32]));
     a.endpoint = Some("[2001:db8::5]:51820".parse().unwrap());
     a.last_handshake_time_sec = 1_700_000_000;
     a.last_handshake_time_nsec = 123_456_789;
@@ -24,7 +24,7 @@ fn sample() -> DeviceInfo {
     ];
     let b = PeerInfo::new([0xbb; 32]);
     DeviceInfo {
-        private_key: Some([0x44; 32]),
+        private_key: Some(SecretKey::new([0x44; 32])),
         listen_port: 51820,
         fwmark: 0,
         peers: vec![a, b],
@@ -61,7 +61,7 @@ fn empty_device_omits_zero_fields() {
     assert_eq!(emit_get_response(&DeviceInfo::default()), "errno=0\n\n");
     let with_mark = DeviceInfo {
         fwmark: 16,
-        private_key: Some([0; 32]), // a zero key is no key
+        private_key: Some(SecretKey::new([0; 32])), // a zero key is no key
         ..DeviceInfo::default()
     };
     assert_eq!(emit_get_response(&with_mark), "fwmark=16\nerrno=0\n\n");

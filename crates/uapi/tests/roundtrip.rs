@@ -3,7 +3,7 @@
 
 use ferrowg_uapi::{
     emit_get_response, emit_set, parse_get_response, parse_set, read_request, AllowedIpChange,
-    DeviceInfo, DeviceSet, PeerInfo, PeerSet, Request,
+    DeviceInfo, DeviceSet, PeerInfo, PeerSet, Request, SecretKey,
 };
 use proptest::prelude::*;
 use std::io::{BufReader, Cursor};
@@ -13,11 +13,15 @@ fn key() -> impl Strategy<Value = [u8; 32]> {
     any::<[u8; 32]>()
 }
 
-/// A key that is never all zeros (zero means "none" in a get reply).
-fn nonzero_key() -> impl Strategy<Value = [u8; 32]> {
+fn secret() -> impl Strategy<Value = SecretKey> {
+    key().prop_map(SecretKey::new)
+}
+
+/// A secret key that is never all zeros (zero means "none" in a get reply).
+fn nonzero_secret() -> impl Strategy<Value = SecretKey> {
     key().prop_map(|mut k| {
         k[31] |= 1;
-        k
+        SecretKey::new(k)
     })
 }
 
@@ -54,7 +58,7 @@ fn peer_set() -> impl Strategy<Value = PeerSet> {
     let update = (
         key(),
         any::<bool>(),
-        proptest::option::of(key()),
+        proptest::option::of(secret()),
         proptest::option::of(endpoint()),
         proptest::option::of(any::<u16>()),
         any::<bool>(),
@@ -84,7 +88,7 @@ fn peer_set() -> impl Strategy<Value = PeerSet> {
 
 fn device_set() -> impl Strategy<Value = DeviceSet> {
     (
-        proptest::option::of(key()),
+        proptest::option::of(secret()),
         proptest::option::of(any::<u16>()),
         proptest::option::of(any::<u32>()),
         any::<bool>(),
@@ -111,7 +115,7 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
     (
         (
             key(),
-            proptest::option::of(nonzero_key()),
+            proptest::option::of(nonzero_secret()),
             proptest::option::of(endpoint()),
             0..=i64::MAX as u64,
             any::<u32>(),
@@ -144,7 +148,7 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
 
 fn device_info() -> impl Strategy<Value = DeviceInfo> {
     (
-        proptest::option::of(nonzero_key()),
+        proptest::option::of(nonzero_secret()),
         any::<u16>(),
         any::<u32>(),
         proptest::collection::vec(peer_info(), 0..5),

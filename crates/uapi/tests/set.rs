@@ -1,6 +1,8 @@
 //! `set`: the exact text `wg` sends, and every validation rule of the server-side parser.
 
-use ferrowg_uapi::{emit_set, errno, parse_set, AllowedIpChange, DeviceSet, PeerSet, UapiError};
+use ferrowg_uapi::{
+    emit_set, errno, parse_set, AllowedIpChange, DeviceSet, PeerSet, SecretKey, UapiError,
+};
 use std::net::SocketAddr;
 
 fn hex(byte: u8) -> String {
@@ -21,7 +23,7 @@ fn change(prefix: &str, remove: bool) -> AllowedIpChange {
 /// allowed-ips '10.0.0.0/24, +10.1.0.0/16,-10.2.0.0/16' peer K2 remove`.
 fn captured_example() -> (DeviceSet, String) {
     let mut k1 = PeerSet::new([0x11; 32]);
-    k1.preshared_key = Some([0x33; 32]);
+    k1.preshared_key = Some(SecretKey::new([0x33; 32]));
     k1.endpoint = Some("[2001:db8::5]:51820".parse().unwrap());
     k1.persistent_keepalive_interval = Some(0);
     k1.allowed_ips = vec![
@@ -32,7 +34,7 @@ fn captured_example() -> (DeviceSet, String) {
     let mut k2 = PeerSet::new([0x22; 32]);
     k2.remove = true;
     let set = DeviceSet {
-        private_key: Some([0; 32]),
+        private_key: Some(SecretKey::new([0; 32])),
         listen_port: Some(51821),
         fwmark: Some(16),
         replace_peers: false,
@@ -76,7 +78,7 @@ fn emit_set_setconf_style() {
     let mut b = PeerSet::new([0xbb; 32]);
     b.replace_allowed_ips = true; // `AllowedIPs` absent: the list is cleared
     let set = DeviceSet {
-        private_key: Some([0x44; 32]),
+        private_key: Some(SecretKey::new([0x44; 32])),
         listen_port: Some(0),
         fwmark: Some(0),
         replace_peers: true,
@@ -100,7 +102,7 @@ fn emit_set_peer_field_order_and_remove_alone() {
     let mut p = PeerSet::new([1; 32]);
     p.update_only = true;
     p.protocol_version = Some(1);
-    p.preshared_key = Some([2; 32]);
+    p.preshared_key = Some(SecretKey::new([2; 32]));
     p.endpoint = Some("[fe80::1%2]:51820".parse::<SocketAddr>().unwrap());
     p.persistent_keepalive_interval = Some(25);
     p.replace_allowed_ips = true;
@@ -164,8 +166,8 @@ fn zero_keys_are_kept_as_removal_requests() {
         z = hex(0)
     );
     let set = parse_set(&text).unwrap();
-    assert_eq!(set.private_key, Some([0; 32]));
-    assert_eq!(set.peers[0].preshared_key, Some([0; 32]));
+    assert_eq!(set.private_key, Some(SecretKey::new([0; 32])));
+    assert_eq!(set.peers[0].preshared_key, Some(SecretKey::new([0; 32])));
 }
 
 /// Parses `set=1\n` + `body` + `\n` and returns the error.
