@@ -17,7 +17,8 @@
 //!    dropped; the kernel has no netem here). The transfer must arrive exact, the relay must
 //!    really have reordered, the `wg show` byte counters must mirror each other, and the relay
 //!    — which sees every datagram ferrowgd sends *before* reordering it — must see ferrowgd's
-//!    counters strictly increasing per receiver index.
+//!    counters strictly increasing per receiver index. The relay and the three-namespace path
+//!    are `common::relay` (shared with the soak).
 //!
 //! `order_check_and_gso_split_catch_reordering` checks the parsing and the check themselves
 //! on synthetic data (no root needed).
@@ -25,13 +26,9 @@
 mod common;
 
 use common::netns::*;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use common::relay::*;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -59,68 +56,6 @@ fn pair_options(n: u32) -> PairOptions {
     PairOptions {
         daemon_options: (workers(n), workers(n)),
         ..PairOptions::default()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Transport-message order
-
-/// `(receiver index, counter)` of a transport data message (type 4, at least header + tag).
-fn transport_header(msg: &[u8]) -> Option<(u32, u64)> {
-    if msg.len() < 32 || msg[..4] != [4, 0, 0, 0] {
-        return None;
-    }
-    let index = u32::from_le_bytes(msg[4..8].try_into().unwrap());
-    let counter = u64::from_le_bytes(msg[8..16].try_into().unwrap());
-    Some((index, counter))
-}
-
-/// Per receiver index, the last counter seen; counts messages whose counter is not above it.
-#[derive(Debug, Default)]
-struct OrderCheck {
-    /// Every datagram / message looked at.
-    messages: u64,
-    /// Transport data messages among them.
-    transport: u64,
-    last: HashMap<u32, u64>,
-    violations: u64,
-    examples: Vec<String>,
-}
-
-impl OrderCheck {
-    fn observe(&mut self, msg: &[u8]) {
-        self.messages += 1;
-        let Some((index, counter)) = transport_header(msg) else {
-            return;
-        };
-        self.transport += 1;
-        if let Some(&last) = self.last.get(&index) {
-            if counter <= last {
-                self.violations += 1;
-                if self.examples.len() < 10 {
-                    self.examples.push(format!(
-                        "message #{}: receiver index {index:#010x}, counter {counter} after {last}",
-                        self.messages
-                    ));
-                }
-                // Keep the highest: one late message counts once, not once per successor.
-                return;
-            }
-        }
-        self.last.insert(index, counter);
-    }
-
-    fn keypairs(&self) -> usize {
-        self.last.len()
-    }
-
-    fn assert_in_order(&self, what: &str) {
-        assert_eq!(
-            self.violations, 0,
-            "{what}: {} of {} transport messages went backwards in their keypair's counter \
-             sequence: {:#?}",
-            self.violations, self.transport, self.examples
-        );
     }
 }
 
@@ -570,171 +505,6 @@ fn order_check_and_gso_split_catch_reordering() {
 // ---------------------------------------------------------------------------------------------
 // 2. A reordering path
 
-/// What one direction of the relay saw and did.
-#[derive(Debug, Default)]
-struct Direction {
-    /// Datagrams and bytes received (its input side, in arrival order).
-    input: OrderCheck,
-    bytes_in: u64,
-    /// Datagrams and bytes sent on.
-    delivered: u64,
-    bytes_out: u64,
-    /// Deliveries of a datagram that arrived before one already delivered.
-    out_of_order: u64,
-    send_errors: u64,
-    first_send_error: Option<String>,
-}
-
-/// Forwards datagrams arriving on `input` to `to` through `output`, holding every 5th one
-/// back until the next 1, 2 or 3 (in turn) have been sent on — or until nothing arrives for
-/// 2 ms. Never drops. Runs until `stop` is raised and nothing is held.
-fn forward(input: UdpSocket, output: UdpSocket, to: SocketAddr, stop: &AtomicBool) -> Direction {
-    input
-        .set_read_timeout(Some(Duration::from_millis(2)))
-        .unwrap();
-    let mut dir = Direction::default();
-    let mut buf = vec![0u8; 1 << 16];
-    // (arrival number, datagram, deliveries still to let pass)
-    let mut held: Option<(u64, Vec<u8>, u64)> = None;
-    let mut arrivals = 0u64;
-    let mut max_delivered: Option<u64> = None;
-    let mut deliver = |dir: &mut Direction, seq: u64, data: &[u8]| {
-        if max_delivered.is_some_and(|m| seq < m) {
-            dir.out_of_order += 1;
-        }
-        max_delivered = Some(max_delivered.map_or(seq, |m| m.max(seq)));
-        match output.send_to(data, to) {
-            Ok(_) => {
-                dir.delivered += 1;
-                dir.bytes_out += data.len() as u64;
-            }
-            Err(e) => {
-                dir.send_errors += 1;
-                dir.first_send_error
-                    .get_or_insert_with(|| format!("send to {to}: {e}"));
-            }
-        }
-    };
-    loop {
-        match input.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                let data = &buf[..n];
-                dir.input.observe(data);
-                dir.bytes_in += n as u64;
-                let seq = arrivals;
-                arrivals += 1;
-                if held.is_none() && seq % 5 == 4 {
-                    held = Some((seq, data.to_vec(), 1 + (seq / 5) % 3));
-                    continue;
-                }
-                deliver(&mut dir, seq, data);
-                if let Some((_, _, left)) = &mut held {
-                    *left -= 1;
-                    if *left == 0 {
-                        let (s, d, _) = held.take().unwrap();
-                        deliver(&mut dir, s, &d);
-                    }
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if let Some((s, d, _)) = held.take() {
-                    deliver(&mut dir, s, &d);
-                }
-                if stop.load(Ordering::SeqCst) {
-                    return dir;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("relay receive: {e}"),
-        }
-    }
-}
-
-/// 16 MiB receive buffer (SO_RCVBUFFORCE: we are root), so bursts of GSO runs are not
-/// dropped before the relay reads them.
-fn big_receive_buffer(sock: &UdpSocket) {
-    let size: libc::c_int = 16 << 20;
-    // SAFETY: setsockopt on a socket we own, with a correctly sized c_int option value.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
-/// The user-space reordering relay: two sockets inside its namespace, one thread per
-/// direction.
-struct Relay {
-    stop: Arc<AtomicBool>,
-    a_to_b: Option<JoinHandle<Direction>>,
-    b_to_a: Option<JoinHandle<Direction>>,
-}
-
-impl Relay {
-    /// `a_side`/`b_side`: the relay's addresses facing a and b (a's endpoint for b is
-    /// `a_side`, b's for a is `b_side`); `a`/`b`: the peers' real endpoints.
-    fn start(
-        ns: &Netns,
-        a_side: SocketAddr,
-        b_side: SocketAddr,
-        a: SocketAddr,
-        b: SocketAddr,
-    ) -> Relay {
-        let (sock_a, sock_b) = in_netns(ns, move || {
-            let sa = UdpSocket::bind(a_side).expect("relay bind (a side)");
-            let sb = UdpSocket::bind(b_side).expect("relay bind (b side)");
-            big_receive_buffer(&sa);
-            big_receive_buffer(&sb);
-            (sa, sb)
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (in_a, out_a) = (sock_a.try_clone().unwrap(), sock_a);
-        let (in_b, out_b) = (sock_b.try_clone().unwrap(), sock_b);
-        let s = stop.clone();
-        let a_to_b = std::thread::spawn(move || forward(in_a, out_b, b, &s));
-        let s = stop.clone();
-        let b_to_a = std::thread::spawn(move || forward(in_b, out_a, a, &s));
-        Relay {
-            stop,
-            a_to_b: Some(a_to_b),
-            b_to_a: Some(b_to_a),
-        }
-    }
-
-    /// Stops both directions (anything held is delivered first): `(a → b, b → a)`.
-    fn finish(mut self) -> (Direction, Direction) {
-        self.stop.store(true, Ordering::SeqCst);
-        let join =
-            |h: JoinHandle<Direction>| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (
-            join(self.a_to_b.take().unwrap()),
-            join(self.b_to_a.take().unwrap()),
-        )
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for h in [self.a_to_b.take(), self.b_to_a.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = h.join();
-        }
-    }
-}
-
 /// Both sides' `(rx, tx)` for each other, once two readings 300 ms apart agree.
 fn settled_counters(pair: &TunnelPair) -> ((u64, u64), (u64, u64)) {
     let read = || (pair.a.transfer_with(&pair.b), pair.b.transfer_with(&pair.a));
@@ -764,46 +534,13 @@ fn check_mirror(what: &str, sent: u64, received: u64, dropped: u64) {
     );
 }
 
-const RELAY_PORT_A: u16 = 40_001;
-const RELAY_PORT_B: u16 = 40_002;
-
 fn through_reordering_path(b_kind: &DaemonKind, n_workers: u32) {
     let pair = tunnel_pair(&DaemonKind::Ferrowgd, b_kind, &pair_options(n_workers));
     let (a, b) = (&pair.a, &pair.b);
     let what = format!("ferrowgd (FERROWGD_WORKERS={n_workers}) → {b_kind}");
 
     // r between a and b; the direct veth goes, so every datagram passes the relay.
-    let r = Netns::new();
-    let ar = link(&a.ns, &r);
-    let rb = link(&r, &b.ns);
-    a.ns.ip(&["link", "del", &pair.link.a_ifname]);
-    let relay_a = SocketAddr::new(ar.b(Family::V4), RELAY_PORT_A);
-    let relay_b = SocketAddr::new(rb.a(Family::V4), RELAY_PORT_B);
-    let a_real = SocketAddr::new(ar.a(Family::V4), a.listen_port);
-    let b_real = SocketAddr::new(rb.b(Family::V4), b.listen_port);
-    let relay = Relay::start(&r, relay_a, relay_b, a_real, b_real);
-    wg(
-        &a.ns,
-        &[
-            "set",
-            a.ifname(),
-            "peer",
-            &b.keys.public,
-            "endpoint",
-            &relay_a.to_string(),
-        ],
-    );
-    wg(
-        &b.ns,
-        &[
-            "set",
-            b.ifname(),
-            "peer",
-            &a.keys.public,
-            "endpoint",
-            &relay_b.to_string(),
-        ],
-    );
+    let path = ReorderingPath::insert(&pair, RelayOptions::default());
 
     assert!(
         ping(&a.ns, b.inner(Family::V4), 3),
@@ -812,13 +549,9 @@ fn through_reordering_path(b_kind: &DaemonKind, n_workers: u32) {
     let t = tcp_transfer(&b.ns, b.inner(Family::V4), &a.ns, RELAY_PAYLOAD);
     t.assert_ok(&format!("{what}, through the reordering relay"));
     let ((a_rx, a_tx), (b_rx, b_tx)) = settled_counters(&pair);
-    let losses = [
-        datagram_losses(&a.ns, &[&ar.a_ifname]),
-        datagram_losses(&r, &[&ar.b_ifname, &rb.a_ifname]),
-        datagram_losses(&b.ns, &[&rb.b_ifname]),
-    ];
+    let losses = path.kernel_losses(&pair);
     let dropped: u64 = losses.iter().map(Losses::total).sum();
-    let (ab, ba) = relay.finish();
+    let (ab, ba) = path.finish();
 
     eprintln!(
         "{what}: relay a → b: {} datagrams in ({} transport messages, {} keypair(s), {} \
@@ -845,12 +578,8 @@ fn through_reordering_path(b_kind: &DaemonKind, n_workers: u32) {
 
     // The relay forwarded everything, and really reordered.
     for (name, d) in [("a → b", &ab), ("b → a", &ba)] {
-        assert_eq!(
-            (d.send_errors, d.delivered, d.bytes_out),
-            (0, d.input.messages, d.bytes_in),
-            "{what}: relay {name} did not forward everything: {:?}",
-            d.first_send_error
-        );
+        assert_eq!(d.dropped, 0, "{what}: the relay {name} dropped datagrams");
+        d.assert_forwarded_all(&format!("{what}: relay {name}"));
     }
     assert!(
         ab.input.transport >= RELAY_PAYLOAD / MAX_MESSAGE,

@@ -14,7 +14,7 @@
 use crate::apply::{apply_set, device_info, Engine};
 use crate::icmp;
 use crate::log::{peer_name, Level, Logger};
-use crate::pipeline::{drain_transmits, SendArena};
+use crate::pipeline::{self, drain_transmits, SendArena};
 use crate::sys;
 use crate::tun::Tun;
 use crate::tun_io::{TunDevice, TunReader, TunWriter};
@@ -31,7 +31,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +53,10 @@ pub struct Shared {
     workers: Workers,
     /// Datagrams dropped since the last summary, by `DropReason::index`.
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Wakes the TUN reader (the counters' owner) when transport messages are pending:
+    /// (sending end, receiving end).
+    wake: (UnixDatagram, UnixDatagram),
+    data_pending: AtomicBool,
 }
 
 /// The engine's time. Normally the monotonic clock; `FERROWGD_TEST_TIME_SCALE=N` (tests only)
@@ -96,10 +100,29 @@ impl Shared {
     }
 }
 
-/// Moves everything the engine wants to send into `arena`, and logs its events.
+/// Moves everything the engine wants to send into `arena`, and logs its events. Only the TUN
+/// reader calls this: it owns the counters (see `drain_control`).
 fn drain(engine: &mut Engine, now: Instant, arena: &mut SendArena, log: &Logger) {
     let segments = max_segments(engine);
     drain_transmits(&mut engine.dev, now, arena, segments);
+    log_events(engine, log);
+}
+
+/// The other threads' drain: handshake-level messages only. Transport messages they make
+/// pending (packets staged until a handshake completed, keepalives) are sealed by the TUN
+/// reader, which is woken for them: a message sealed here and sent after the lock could
+/// leave behind a later counter the TUN reader sealed meanwhile (seen in the soak: counter 0
+/// of a new keypair after counter 1).
+fn drain_control(shared: &Shared, engine: &mut Engine, arena: &mut SendArena) {
+    pipeline::drain_control(&mut engine.dev, arena);
+    log_events(engine, &shared.log);
+    if engine.dev.has_pending_data() && !shared.data_pending.swap(true, Ordering::AcqRel) {
+        // One byte per false -> true: the reader drains the socket, then clears the flag.
+        let _ = shared.wake.0.send(&[1]);
+    }
+}
+
+fn log_events(engine: &mut Engine, log: &Logger) {
     if log.enabled(Level::Verbose) {
         while let Some(e) = engine.dev.poll_event() {
             log.verbose(describe(&engine.dev, e));
@@ -298,7 +321,7 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             return;
         }
         let mut work = spare.get().unwrap_or_default();
-        let n = match reader.read_batch(&mut work.packets, POLL_MS) {
+        let n = match reader.read_batch(&mut work.packets, POLL_MS, &shared.wake.1) {
             Ok(n) => n,
             Err(e) => {
                 // The interface was deleted (or moved away and deleted): we are done.
@@ -308,7 +331,10 @@ fn tun_reader(shared: Arc<Shared>, dev: Arc<TunDevice>) {
                 exit(&shared, 0);
             }
         };
-        if n == 0 {
+        // Whatever other threads left pending is sealed with this batch (after `read_batch`
+        // drained the wake socket, so a wake-up that comes later is not lost).
+        let woken = shared.data_pending.swap(false, Ordering::AcqRel);
+        if n == 0 && !woken {
             spare.put(work);
             continue;
         }
@@ -365,7 +391,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                 finish_openings(&mut engine.dev, now, &w, &mut writer, |_, reason| {
                     count_drop(&shared, reason)
                 });
-                drain(&mut engine, now, &mut arena, &shared.log);
+                drain_control(&shared, &mut engine, &mut arena);
                 engine.sockets.clone()
             };
             writer.flush();
@@ -445,7 +471,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
                     off = end;
                 }
             }
-            drain(&mut engine, now, &mut arena, &shared.log);
+            drain_control(&shared, &mut engine, &mut arena);
             engine.sockets.clone()
         };
         forget_stale_sources(&shared, arena.send_all(&sockets));
@@ -520,7 +546,7 @@ fn timer_loop(shared: Arc<Shared>) {
             if engine.dev.poll_timeout().is_some_and(|t| t <= now) {
                 engine.dev.handle_timeout(now);
             }
-            drain(&mut engine, now, &mut out, &shared.log);
+            drain_control(&shared, &mut engine, &mut out);
             engine.sockets.clone()
         };
         forget_stale_sources(&shared, out.send_all(&sockets));
@@ -583,7 +609,7 @@ fn handle_uapi_conn(
                             spawn_udp_readers(shared, &engine, dev);
                         }
                     }
-                    drain(&mut engine, now, &mut out, &shared.log);
+                    drain_control(shared, &mut engine, &mut out);
                     (r, engine.sockets.clone())
                 };
                 forget_stale_sources(shared, out.send_all(&sockets));
@@ -731,6 +757,13 @@ pub fn run(opts: Options) -> i32 {
         socket_ino,
         workers: Workers::start(crate::workers::workers_from_env()),
         drops: Default::default(),
+        wake: {
+            let (tx, rx) = UnixDatagram::pair().expect("socketpair");
+            tx.set_nonblocking(true).expect("non-blocking wake socket");
+            rx.set_nonblocking(true).expect("non-blocking wake socket");
+            (tx, rx)
+        },
+        data_pending: AtomicBool::new(false),
     });
 
     {

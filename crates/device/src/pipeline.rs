@@ -163,13 +163,25 @@ impl SendArena {
 }
 
 /// Moves the engine's pending transmissions (handshakes, keepalives, released packets) into
-/// the arena.
+/// the arena. Only for the thread that owns the counters (see `Device::poll_control`).
 pub fn drain_transmits(dev: &mut Device, now: Instant, arena: &mut SendArena, max_segments: usize) {
     let max = dev.mtu() + TRANSPORT_OVERHEAD + PADDING_MULTIPLE;
     loop {
         let tail = arena.tail(max.max(256));
         match dev.poll_transmit(now, tail) {
             Some(t) => arena.commit(t.to, t.len, max_segments),
+            None => return,
+        }
+    }
+}
+
+/// Moves the engine's pending handshake-level messages into the arena; transport messages
+/// (staged packets, keepalives) stay for the counter-owning thread.
+pub fn drain_control(dev: &mut Device, arena: &mut SendArena) {
+    loop {
+        let tail = arena.tail(256);
+        match dev.poll_control(tail) {
+            Some(t) => arena.commit(t.to, t.len, 1),
             None => return,
         }
     }

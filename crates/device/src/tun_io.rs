@@ -131,7 +131,14 @@ impl TunReader {
     /// Blocks for the next batch into `batch` (also setting `batch.len`) and returns the
     /// number of packets. `Ok(0)` means "nothing yet" (a poll timeout or a packet the
     /// offload code skipped).
-    pub fn read_batch(&mut self, batch: &mut PacketBatch, timeout_ms: i32) -> io::Result<usize> {
+    /// `wake` is a non-blocking socket other threads write to to interrupt the wait; it is
+    /// drained here.
+    pub fn read_batch(
+        &mut self,
+        batch: &mut PacketBatch,
+        timeout_ms: i32,
+        wake: &std::os::unix::net::UnixDatagram,
+    ) -> io::Result<usize> {
         // Read first and poll only when the queue is empty: under load it rarely is, and the
         // poll was a second system call (and often a sleep and a wake-up) for every batch.
         batch.len = 0;
@@ -139,7 +146,12 @@ impl TunReader {
             batch.len = n;
             return Ok(n);
         }
-        if !sys::wait_readable(self.dev.raw_fd(), timeout_ms)? {
+        let (readable, woken) =
+            sys::wait_readable2(self.dev.raw_fd(), wake.as_raw_fd(), timeout_ms)?;
+        if woken {
+            while wake.recv(&mut [0u8; 16]).is_ok() {}
+        }
+        if !readable {
             return Ok(0);
         }
         batch.len = self.try_read(batch)?.unwrap_or(0);

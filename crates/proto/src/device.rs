@@ -1215,6 +1215,27 @@ impl Device {
     /// The next datagram to send: handshake messages and cookie replies first, then packets
     /// that were waiting for a session (and keepalives). `out` must hold the largest staged
     /// packet plus `TRANSPORT_OVERHEAD + PADDING_MULTIPLE` bytes (MTU + 48 suffices).
+    /// Like [`poll_transmit`](Self::poll_transmit), but only handshake-level messages
+    /// (initiations, responses, cookie replies), never a transport message: nothing it
+    /// returns carries a counter. A caller whose data path seals on several threads lets one
+    /// of them own the counters — it calls `poll_transmit` and `prepare_outgoing` and sends
+    /// in their order — and the others use this, checking [`has_pending_data`]
+    /// (Self::has_pending_data) to wake the owner.
+    pub fn poll_control(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let c = self.outbox.pop_front()?;
+        out[..c.len].copy_from_slice(&c.bytes[..c.len]);
+        Some(Transmit {
+            to: c.to,
+            len: c.len,
+            peer: c.peer,
+        })
+    }
+
+    /// Whether staged packets or keepalives wait for `poll_transmit` to seal them.
+    pub fn has_pending_data(&self) -> bool {
+        !self.flush.is_empty()
+    }
+
     pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
         loop {
             if let Some(c) = self.outbox.pop_front() {

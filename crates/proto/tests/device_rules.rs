@@ -1138,3 +1138,37 @@ fn drop_reason_table_is_complete_and_indexed() {
     let distinct: HashSet<DropReason> = DropReason::ALL.iter().copied().collect();
     assert_eq!(distinct.len(), DropReason::ALL.len());
 }
+
+#[test]
+fn poll_control_leaves_transport_messages_to_poll_transmit() {
+    let mut p = Pair::new(false, true, true);
+    let now = p.now;
+    let pkt = ipv4_packet(A_TUN, B_TUN, 40, 0x600);
+    let mut out = vec![0u8; 2048];
+    assert!(matches!(
+        p.a.handle_outgoing(now, &pkt, &mut out),
+        Outgoing::Staged { .. }
+    ));
+    // The initiation is control; nothing can be sealed yet.
+    let t = p.a.poll_control(&mut out).expect("initiation");
+    assert_eq!((out[0], t.len), (MESSAGE_INITIATION, 148));
+    let init = out[..t.len].to_vec();
+    assert!(!p.a.has_pending_data());
+    assert!(p.a.poll_control(&mut out).is_none());
+    // B answers; the response is control too.
+    let (a_addr, b_addr) = (p.addr(Side::A), p.addr(Side::B));
+    assert!(p.deliver(Side::B, a_addr, &init).is_ok());
+    let t = p.b.poll_control(&mut out).expect("response");
+    assert_eq!((out[0], t.len), (MESSAGE_RESPONSE, 92));
+    let resp = out[..t.len].to_vec();
+    assert!(p.deliver(Side::A, b_addr, &resp).is_ok());
+    // A's staged packet is now sealable: poll_control leaves it, poll_transmit seals it.
+    assert!(p.a.has_pending_data());
+    assert!(p.a.poll_control(&mut out).is_none());
+    assert!(p.a.has_pending_data());
+    let t = p.a.poll_transmit(now, &mut out).expect("staged packet");
+    assert_eq!(out[0], MESSAGE_TRANSPORT);
+    assert_eq!(le32(&out[8..12]), 0, "the first counter of the keypair");
+    assert!(t.len >= pkt.len() + 32);
+    assert!(!p.a.has_pending_data());
+}

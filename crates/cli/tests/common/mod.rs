@@ -1,6 +1,7 @@
 //! Shared by the integration tests: running `ferrowg` and the reference `wg` side by side.
 #![allow(dead_code)] // each test file uses a different subset
 pub mod netns;
+pub mod relay;
 
 use std::ffi::OsString;
 use std::fmt;
