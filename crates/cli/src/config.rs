@@ -749,18 +749,7 @@ pub fn read_file(path: &OsStr) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     Ok(text)
 }
 
-/// `buf.extend_from_slice(bytes)` for a buffer holding secrets: growing moves the contents
-/// to a new allocation and wipes the old one, rather than letting `Vec` free it unwiped.
-pub fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
-    let needed = buf.len() + bytes.len();
-    if needed > buf.capacity() {
-        let mut bigger = Vec::with_capacity(needed.max(2 * buf.capacity()));
-        bigger.extend_from_slice(buf);
-        buf.zeroize();
-        *buf = bigger;
-    }
-    buf.extend_from_slice(bytes);
-}
+pub use ferrowg_uapi::extend_wiping;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Section {

@@ -6,6 +6,12 @@
 //! `CAP_NET_ADMIN` and `CAP_NET_BIND_SERVICE` (see `ferrowg_device::privilege`).
 
 use ferrowg_device::daemon::{run, Options};
+
+/// Freed memory is wiped: key copies inside dependencies (ring's expanded AEAD keys) and
+/// transient strings do not linger in the heap.
+#[global_allocator]
+static ALLOC: ferrowg_device::wipe_alloc::Wiping<std::alloc::System> =
+    ferrowg_device::wipe_alloc::WIPING_SYSTEM;
 use std::process::ExitCode;
 
 fn usage(prog: &str) -> ExitCode {

@@ -6,6 +6,11 @@
 //! produces the usage text.
 #![forbid(unsafe_code)]
 
+/// Freed memory is wiped, as in ferrowgd: keys read from files and configs do not linger.
+#[global_allocator]
+static ALLOC: ferrowg_device::wipe_alloc::Wiping<std::alloc::System> =
+    ferrowg_device::wipe_alloc::WIPING_SYSTEM;
+
 mod config;
 mod demo;
 mod down;

@@ -15,4 +15,5 @@ pub mod tun;
 pub mod tun_io;
 pub mod udp;
 pub mod udp_io;
+pub mod wipe_alloc;
 pub mod workers;

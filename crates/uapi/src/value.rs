@@ -188,7 +188,7 @@ pub(crate) fn parse_prefix(text: &str) -> Result<(IpAddr, u8), &'static str> {
 
 /// `buf.extend_from_slice(bytes)`, except that growing moves the contents to a new
 /// allocation and wipes the old one rather than letting `Vec` free it unwiped.
-pub(crate) fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
     let needed = buf.len() + bytes.len();
     if needed > buf.capacity() {
         let mut bigger = Vec::with_capacity(needed.max(2 * buf.capacity()));

@@ -2128,3 +2128,42 @@ pub fn endpoint_of(ns: &Netns, ifname: &str, peer: &str) -> String {
         .map(|(_, e)| e)
         .unwrap_or_else(|| panic!("peer {peer} not on {ifname}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transfer counters of a pair
+
+/// Sizes of an initiation, a response and a keepalive on the wire (UDP payload).
+pub const INITIATION_LEN: u64 = 148;
+pub const RESPONSE_LEN: u64 = 92;
+pub const KEEPALIVE_LEN: u64 = 32;
+
+/// Both sides' `(rx, tx)` for each other, once two readings 300 ms apart agree.
+pub fn settled_counters(pair: &TunnelPair) -> ((u64, u64), (u64, u64)) {
+    let read = || (pair.a.transfer_with(&pair.b), pair.b.transfer_with(&pair.a));
+    let mut last = read();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+/// `received` (one side's rx) against `sent` (the other side's tx), both whole messages:
+/// nothing can arrive that was not sent (up to two keepalives between the two readings), and
+/// what went missing is a few handshake/keepalive messages plus the datagrams the kernel
+/// dropped (each at most one full-size message).
+pub fn check_mirror(what: &str, sent: u64, received: u64, dropped: u64) {
+    let early = 2 * KEEPALIVE_LEN;
+    let missing = 2 * INITIATION_LEN + 2 * RESPONSE_LEN + 4 * KEEPALIVE_LEN + dropped * MAX_MESSAGE;
+    assert!(
+        received <= sent + early && sent <= received + missing,
+        "{what}: sent {sent}, received {received} (difference {}), {dropped} datagrams \
+         dropped by the kernel: the counters disagree beyond a few handshake/keepalive \
+         messages and the drops",
+        sent as i64 - received as i64
+    );
+}
