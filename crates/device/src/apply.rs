@@ -5,7 +5,7 @@
 use crate::udp::UdpSockets;
 use ferrowg_proto::device::Device;
 use ferrowg_proto::keys::PublicKey;
-use ferrowg_uapi::{errno, DeviceInfo, DeviceSet, PeerInfo, SecretKey, UapiError};
+use ferrowg_uapi::{errno, DeviceInfo, DeviceSet, UapiError};
 use std::time::Instant;
 
 /// The part of the daemon state a configuration change touches.
@@ -126,33 +126,9 @@ pub fn apply_set(engine: &mut Engine, set: &DeviceSet, now: Instant) -> Result<A
 }
 
 pub fn device_info(engine: &Engine) -> DeviceInfo {
-    let dev = &engine.dev;
-    let peers = dev
-        .peers()
-        .map(|(id, p)| {
-            let mut info = PeerInfo::new(p.public_key().0);
-            if !p.preshared_key().is_zero() {
-                info.preshared_key = Some(p.preshared_key().into());
-            }
-            info.endpoint = p.endpoint().map(|e| e.addr);
-            if let Some(t) = p.last_handshake() {
-                info.last_handshake_time_sec = t.as_secs();
-                info.last_handshake_time_nsec = t.subsec_nanos();
-            }
-            info.rx_bytes = p.rx_bytes();
-            info.tx_bytes = p.tx_bytes();
-            info.persistent_keepalive_interval = p.persistent_keepalive();
-            info.allowed_ips = dev.allowed_ips_of(id);
-            info
-        })
-        .collect();
-    DeviceInfo {
-        private_key: dev.private_key().map(SecretKey::from),
-        listen_port: engine
-            .sockets
-            .as_ref()
-            .map_or(engine.listen_port, |s| s.port),
-        fwmark: engine.fwmark,
-        peers,
-    }
+    let listen_port = engine
+        .sockets
+        .as_ref()
+        .map_or(engine.listen_port, |s| s.port);
+    DeviceInfo::from_device(&engine.dev, listen_port, engine.fwmark)
 }

@@ -64,10 +64,13 @@ pub fn encode_base64_key(key: &[u8; KEY_LEN]) -> String {
 
 /// Decodes 64 hex digits (either case), as the UAPI carries keys.
 pub fn decode_hex_key(text: &str) -> Option<[u8; KEY_LEN]> {
-    let b = text.as_bytes();
-    if b.len() != 2 * KEY_LEN {
-        return None;
-    }
+    let mut out = [0u8; KEY_LEN];
+    decode_hex_key_into(text, &mut out).then_some(out)
+}
+
+/// [`decode_hex_key`] into the caller's buffer, so that a secret key is decoded straight
+/// into a container that wipes it. On failure `out` is left all zeros.
+pub fn decode_hex_key_into(text: &str, out: &mut [u8; KEY_LEN]) -> bool {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -76,11 +79,21 @@ pub fn decode_hex_key(text: &str) -> Option<[u8; KEY_LEN]> {
             _ => None,
         }
     }
-    let mut out = [0u8; KEY_LEN];
-    for i in 0..KEY_LEN {
-        out[i] = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+    let b = text.as_bytes();
+    let ok = b.len() == 2 * KEY_LEN
+        && out.iter_mut().zip(b.chunks_exact(2)).all(|(byte, pair)| {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => {
+                    *byte = (hi << 4) | lo;
+                    true
+                }
+                _ => false,
+            }
+        });
+    if !ok {
+        out.zeroize();
     }
-    Some(out)
+    ok
 }
 
 /// Lowercase hex, as the UAPI emits keys.

@@ -151,33 +151,9 @@ fn apply(dev: &mut Device, set: &DeviceSet, now: Instant) {
     }
 }
 
-/// `device_info` of crates/device/src/apply.rs without the socket fields.
+/// What the daemon's `get` builds, without the socket fields.
 fn device_info(dev: &Device) -> DeviceInfo {
-    let peers = dev
-        .peers()
-        .map(|(id, p)| {
-            let mut info = PeerInfo::new(p.public_key().0);
-            if !p.preshared_key().is_zero() {
-                info.preshared_key = Some(p.preshared_key().into());
-            }
-            info.endpoint = p.endpoint().map(|e| e.addr);
-            if let Some(t) = p.last_handshake() {
-                info.last_handshake_time_sec = t.as_secs();
-                info.last_handshake_time_nsec = t.subsec_nanos();
-            }
-            info.rx_bytes = p.rx_bytes();
-            info.tx_bytes = p.tx_bytes();
-            info.persistent_keepalive_interval = p.persistent_keepalive();
-            info.allowed_ips = dev.allowed_ips_of(id);
-            info
-        })
-        .collect();
-    DeviceInfo {
-        private_key: dev.private_key().map(SecretKey::from),
-        listen_port: 0,
-        fwmark: 0,
-        peers,
-    }
+    DeviceInfo::from_device(dev, 0, 0)
 }
 
 fn benches(c: &mut Criterion) {

@@ -181,6 +181,37 @@ pub struct DeviceInfo {
     pub peers: Vec<PeerInfo>,
 }
 
+impl DeviceInfo {
+    /// What a `get=1` reports of `dev`; the socket fields come from whoever owns the sockets.
+    pub fn from_device(dev: &ferrowg_proto::device::Device, listen_port: u16, fwmark: u32) -> Self {
+        let peers = dev
+            .peers()
+            .map(|(id, p)| {
+                let mut info = PeerInfo::new(p.public_key().0);
+                if !p.preshared_key().is_zero() {
+                    info.preshared_key = Some(p.preshared_key().into());
+                }
+                info.endpoint = p.endpoint().map(|e| e.addr);
+                if let Some(t) = p.last_handshake() {
+                    info.last_handshake_time_sec = t.as_secs();
+                    info.last_handshake_time_nsec = t.subsec_nanos();
+                }
+                info.rx_bytes = p.rx_bytes();
+                info.tx_bytes = p.tx_bytes();
+                info.persistent_keepalive_interval = p.persistent_keepalive();
+                info.allowed_ips = dev.allowed_ips_of(id);
+                info
+            })
+            .collect();
+        DeviceInfo {
+            private_key: dev.private_key().map(SecretKey::from),
+            listen_port,
+            fwmark,
+            peers,
+        }
+    }
+}
+
 /// One peer of a `get=1` reply.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PeerInfo {

@@ -28,23 +28,8 @@ pub(crate) fn parse_key(text: &str) -> Option<Key> {
 /// 64 hex digits (either case) decoded straight into a [`SecretKey`], so that no plain copy
 /// of the key is left behind (a refused value is wiped with the key being filled).
 pub(crate) fn parse_secret_key(text: &str) -> Option<SecretKey> {
-    let digits = text.as_bytes();
-    if digits.len() != 64 {
-        return None;
-    }
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
     let mut key = SecretKey::zero();
-    for (byte, pair) in key.as_mut_bytes().iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(key)
+    ferrowg_proto::keys::decode_hex_key_into(text, key.as_mut_bytes()).then_some(key)
 }
 
 /// Writes a key as the 64 lowercase hex digits the protocol carries, straight into the
