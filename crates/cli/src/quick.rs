@@ -693,20 +693,26 @@ impl State {
             .create(STATE_DIR)?;
         let path = Self::path(ifname);
         let tmp = path.with_extension("state.tmp");
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(self.text().as_bytes())?;
-        file.sync_all()?;
+        write_private_file(&tmp, self.text().as_bytes())?;
         fs::rename(tmp, path)
     }
 
     pub fn remove(ifname: &str) {
         let _ = fs::remove_file(Self::path(ifname));
     }
+}
+
+/// Creates (or truncates) `path` readable by its owner only, writes `bytes` and syncs them:
+/// the first half of an atomic replace (the caller renames it into place).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// `ip -n NS ` for the `[#]` lines of commands run inside a namespace.

@@ -74,12 +74,7 @@ fn err_line(prog: &OsStr, msg: &str) {
 
 pub fn reresolve(prog: &OsStr, args: &[OsString]) -> ExitCode {
     if args.len() != 3 {
-        let mut text = b"Usage: ".to_vec();
-        text.extend_from_slice(prog.as_bytes());
-        text.extend_from_slice(b" ");
-        text.extend_from_slice(args[0].as_bytes());
-        text.extend_from_slice(b" <interface> <configuration filename>\n");
-        print_err(&text);
+        crate::stdio::print_usage(prog, &args[0], "<interface> <configuration filename>");
         return ExitCode::FAILURE;
     }
     let (ifname, path) = (&args[1], &args[2]);

@@ -14,8 +14,6 @@ use crate::quick::{self, echo, rtnl_failure, Failure, Located, State};
 use crate::show::format_ip;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, ExitCode, Stdio};
 
 pub fn save(prog: &OsStr, args: &[OsString]) -> ExitCode {
@@ -126,17 +124,7 @@ fn build_and_write(
         name.push(".tmp");
         std::path::PathBuf::from(name)
     };
-    let written = (|| -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
-    if written.is_err() {
+    if quick::write_private_file(&tmp, text.as_bytes()).is_err() {
         let _ = fs::remove_file(&tmp);
         return Err(Failure::Prog("Could not write configuration file".into()));
     }

@@ -20,14 +20,7 @@ pub fn set(prog: &OsStr, args: &[OsString]) -> ExitCode {
     // `set -h` gets the usage only because it is too short: `set --help listen-port 1`
     // is an attempt to configure an interface named "--help", as it is for `wg`.
     if args.len() < 3 {
-        let mut msg = b"Usage: ".to_vec();
-        msg.extend_from_slice(prog.as_bytes());
-        msg.push(b' ');
-        msg.extend_from_slice(args[0].as_bytes());
-        msg.push(b' ');
-        msg.extend_from_slice(GRAMMAR.as_bytes());
-        msg.push(b'\n');
-        print_err(&msg);
+        crate::stdio::print_usage(prog, &args[0], GRAMMAR);
         return ExitCode::FAILURE;
     }
     let mut print_note = |note: &[u8]| {

@@ -37,12 +37,7 @@ pub fn syncconf(prog: &OsStr, args: &[OsString]) -> ExitCode {
 
 fn run(prog: &OsStr, args: &[OsString], mode: Mode) -> ExitCode {
     if args.len() != 3 {
-        let mut msg = b"Usage: ".to_vec();
-        msg.extend_from_slice(prog.as_bytes());
-        msg.push(b' ');
-        msg.extend_from_slice(args[0].as_bytes());
-        msg.extend_from_slice(b" <interface> <configuration filename>\n");
-        print_err(&msg);
+        crate::stdio::print_usage(prog, &args[0], "<interface> <configuration filename>");
         return ExitCode::FAILURE;
     }
     let mut print_note = |note: &[u8]| {

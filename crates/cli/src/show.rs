@@ -64,12 +64,9 @@ pub fn show(prog: &OsStr, args: &[OsString]) -> ExitCode {
 /// `wg`'s status for `show all`: failure only if there were interfaces and none could be
 /// shown, or a field name was invalid.
 fn show_all(prog: &OsStr, subcommand: &OsStr, field: Option<&OsStr>) -> ExitCode {
-    let names = match ipc::list() {
+    let names = match list_or_complain() {
         Ok(names) => names,
-        Err(e) => {
-            print_err(format!("Unable to list interfaces: {e}\n").as_bytes());
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut failed = !names.is_empty();
     for (i, name) in names.iter().enumerate() {
@@ -106,13 +103,18 @@ fn show_all(prog: &OsStr, subcommand: &OsStr, field: Option<&OsStr>) -> ExitCode
     exit_status(failed)
 }
 
+/// The interfaces `show all`/`interfaces` cover, or wg's complaint and status.
+fn list_or_complain() -> Result<Vec<Vec<u8>>, ExitCode> {
+    ipc::list().map_err(|e| {
+        print_err(format!("Unable to list interfaces: {e}\n").as_bytes());
+        ExitCode::FAILURE
+    })
+}
+
 fn show_interfaces() -> ExitCode {
-    let names = match ipc::list() {
+    let names = match list_or_complain() {
         Ok(names) => names,
-        Err(e) => {
-            print_err(format!("Unable to list interfaces: {e}\n").as_bytes());
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if !names.is_empty() {
         let mut line = names.join(&b' ');
@@ -644,12 +646,9 @@ pub mod json {
     }
 
     fn all() -> ExitCode {
-        let names = match ipc::list() {
+        let names = match list_or_complain() {
             Ok(names) => names,
-            Err(e) => {
-                print_err(format!("Unable to list interfaces: {e}\n").as_bytes());
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         let mut failed = !names.is_empty();
         let mut objects = Vec::new();

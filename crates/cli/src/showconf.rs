@@ -10,18 +10,12 @@ use ferrowg_proto::keys::encode_base64_key;
 use ferrowg_uapi::DeviceInfo;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 use zeroize::Zeroizing;
 
 pub fn showconf(prog: &OsStr, args: &[OsString]) -> ExitCode {
     if args.len() != 2 {
-        let mut msg = b"Usage: ".to_vec();
-        msg.extend_from_slice(prog.as_bytes());
-        msg.push(b' ');
-        msg.extend_from_slice(args[0].as_bytes());
-        msg.extend_from_slice(b" <interface>\n");
-        print_err(&msg);
+        crate::stdio::print_usage(prog, &args[0], "<interface>");
         return ExitCode::FAILURE;
     }
     match ipc::get(&args[1]) {

@@ -31,10 +31,20 @@ pub fn print_prog_err(prog: &OsStr, message: &str) {
 
 /// `Usage: PROG SUBCOMMAND` + newline on stderr, for subcommands that take no arguments.
 pub fn print_bare_usage(prog: &OsStr, subcommand: &OsStr) {
+    print_usage(prog, subcommand, "");
+}
+
+/// `Usage: PROG SUBCOMMAND ARGS` + newline on stderr (`args` without a leading space; empty
+/// for none).
+pub fn print_usage(prog: &OsStr, subcommand: &OsStr, args: &str) {
     let mut line = b"Usage: ".to_vec();
     line.extend_from_slice(prog.as_bytes());
     line.push(b' ');
     line.extend_from_slice(subcommand.as_bytes());
+    if !args.is_empty() {
+        line.push(b' ');
+        line.extend_from_slice(args.as_bytes());
+    }
     line.push(b'\n');
     print_err(&line);
 }
