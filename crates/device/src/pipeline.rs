@@ -85,27 +85,17 @@ impl SendArena {
         self.used += len;
         if let Some(r) = self.runs.last_mut() {
             let run_len = r.count * r.segment;
-            // Only the last datagram of a GSO send may be shorter than the others.
+            // Equal lengths extend the run. Only the last datagram of a GSO send may be
+            // shorter than the others: a shorter one becomes a run of one of its own, which
+            // the sender merges into this one (see `send_all`).
             if r.to == to
                 && r.src == src
                 && r.start + run_len == start
-                && len <= r.segment
+                && len == r.segment
                 && r.count < max_segments
                 && r.segment <= GSO_MAX_SEGMENT
                 && run_len + len <= GSO_MAX_BYTES
             {
-                if len < r.segment {
-                    // A shorter datagram closes the run: account it as its own run of one
-                    // that the sender merges (see `send_all`).
-                    self.runs.push(Run {
-                        to,
-                        src,
-                        start,
-                        segment: len,
-                        count: 1,
-                    });
-                    return;
-                }
                 r.count += 1;
                 return;
             }

@@ -65,14 +65,14 @@ impl TunDevice {
 pub const BATCH_SLOTS: usize = 2 * IDEAL_BATCH_SIZE;
 const SLOT: usize = MAX_PACKET + 1;
 
-/// The packets of one TUN read: `packet(i)` for `i < len`. Owned apart from the reader so
-/// that several batches can be in flight (read, being sealed, being sent).
+/// The packets of one TUN read: `packet(i)` for `i` below what `read_batch` returned. Owned
+/// apart from the reader so that several batches can be in flight (read, being sealed, being
+/// sent).
 pub struct PacketBatch {
     /// One mapping for all slots, so pages no packet touched are never resident (256
     /// separate 64 KiB buffers from the heap were 7 MiB of an idle daemon's RSS).
     storage: crate::sys::ZeroedPages,
     pub sizes: Vec<usize>,
-    pub len: usize,
 }
 
 impl Default for PacketBatch {
@@ -80,7 +80,6 @@ impl Default for PacketBatch {
         PacketBatch {
             storage: crate::sys::ZeroedPages::new(BATCH_SLOTS * SLOT),
             sizes: vec![0; BATCH_SLOTS],
-            len: 0,
         }
     }
 }
@@ -128,8 +127,7 @@ impl TunReader {
         })
     }
 
-    /// Blocks for the next batch into `batch` (also setting `batch.len`) and returns the
-    /// number of packets. `Ok(0)` means "nothing yet" (a poll timeout or a packet the
+    /// Blocks for the next batch into `batch` and returns the number of packets. `Ok(0)` means "nothing yet" (a poll timeout or a packet the
     /// offload code skipped).
     /// `wake` is a non-blocking socket other threads write to to interrupt the wait; it is
     /// drained here.
@@ -141,9 +139,7 @@ impl TunReader {
     ) -> io::Result<usize> {
         // Read first and poll only when the queue is empty: under load it rarely is, and the
         // poll was a second system call (and often a sleep and a wake-up) for every batch.
-        batch.len = 0;
         if let Some(n) = self.try_read(batch)? {
-            batch.len = n;
             return Ok(n);
         }
         let (readable, woken) =
@@ -154,8 +150,7 @@ impl TunReader {
         if !readable {
             return Ok(0);
         }
-        batch.len = self.try_read(batch)?.unwrap_or(0);
-        Ok(batch.len)
+        Ok(self.try_read(batch)?.unwrap_or(0))
     }
 
     /// Non-blocking reads into `batch`; `None` when the queue was empty. A super-packet

@@ -238,13 +238,6 @@ pub fn sender_of(batch: &RecvBatch, i: usize) -> Endpoint {
     }
 }
 
-/// What the ordered receive drain needs besides the engine: the TUN writer and an arena for
-/// replies.
-pub struct RecvSink {
-    pub writer: TunWriter,
-    pub arena: SendArena,
-}
-
 /// Delivered packets of finished openings go to `writer`; the caller holds the engine lock.
 pub fn finish_openings(
     dev: &mut ferrowg_proto::device::Device,
