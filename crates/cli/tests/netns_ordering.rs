@@ -28,8 +28,6 @@ mod common;
 use common::netns::*;
 use common::relay::*;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 /// TCP payload of the captured transfer (≈ 48,000 full-size transport messages).
@@ -224,85 +222,6 @@ fn split_messages(payload: &[u8]) -> Vec<&[u8]> {
     vec![payload]
 }
 
-/// `tcpdump` with a full snap length (GSO super-packets are up to 64 KiB, and every message
-/// in one must be visible), writing a pcap file; the harness's `Capture` has no options.
-struct FullCapture {
-    process: Process,
-    file: PathBuf,
-}
-
-impl FullCapture {
-    fn start(ns: &Netns, ifname: &str, filter: &str) -> FullCapture {
-        let tcpdump = find_program("tcpdump").expect("tcpdump not found");
-        let file = scratch_file(&format!("{ifname}-ordering.pcap"));
-        let path = file.to_str().expect("scratch paths are UTF-8").to_string();
-        let process = ns.spawn(
-            &format!("tcpdump-full-{ifname}"),
-            tcpdump,
-            &[
-                "-i",
-                ifname,
-                "-n",
-                "-s",
-                "0",
-                "--immediate-mode",
-                "-B",
-                "65536",
-                "-U",
-                "-Z",
-                "root",
-                "-w",
-                &path,
-                filter,
-            ],
-            &[],
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !process.log().contains("listening on") {
-            if process.exited().is_some() || Instant::now() > deadline {
-                process.dump_log();
-                panic!("tcpdump on {ifname} in {} did not start", ns.name());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        FullCapture { process, file }
-    }
-
-    /// Stops tcpdump (SIGTERM: it flushes the file and prints its statistics) and returns the
-    /// file's contents and the number of packets the kernel dropped.
-    fn stop(&self) -> (Vec<u8>, u64) {
-        std::thread::sleep(Duration::from_millis(200));
-        if self.process.stop(Duration::from_secs(10)).is_none() {
-            self.process.signal(libc::SIGKILL);
-            let _ = self.process.wait_exit(Duration::from_secs(2));
-        }
-        let log = self.process.log();
-        let dropped = log
-            .lines()
-            .find(|l| l.contains("dropped by kernel"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        eprintln!("tcpdump: {}", log.trim().replace('\n', "; "));
-        let data = std::fs::read(&self.file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", self.file.display()));
-        (data, dropped)
-    }
-}
-
-impl Drop for FullCapture {
-    fn drop(&mut self) {
-        if self.process.exited().is_none() {
-            self.process.signal(libc::SIGKILL);
-        }
-        if std::env::var("FERROWG_NETNS_KEEP_LOGS").as_deref() != Ok("1")
-            && !std::thread::panicking()
-        {
-            let _ = std::fs::remove_file(&self.file);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Counters in capture order
 
@@ -343,7 +262,7 @@ fn counters_strictly_increase(case: CaptureCase) {
             .unwrap_or_default()
     );
     let a_outer = a.endpoint();
-    let capture = FullCapture::start(
+    let capture = Capture::start_full(
         &a.ns,
         &pair.link.a_ifname,
         &format!(
@@ -357,7 +276,7 @@ fn counters_strictly_increase(case: CaptureCase) {
         None => tcp_transfer(&b.ns, b.inner(Family::V4), &a.ns, case.payload),
     };
     t.assert_ok(&format!("a → b, {what}"));
-    let (data, dropped) = capture.stop();
+    let (data, dropped) = capture.stop_raw();
 
     let (linktype, frames) = pcap_frames(&data);
     let mut check = OrderCheck::default();

@@ -1899,30 +1899,25 @@ impl Capture {
     /// buffer: bursts of a few thousand datagrams are not dropped) and returns once it is
     /// listening.
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Capture {
+        Capture::start_with(ns, ifname, filter, "", &["-B", "32768"])
+    }
+
+    /// [`Capture::start`] with a full snap length and a 64 MiB buffer: GSO super-packets of
+    /// up to 64 KiB are captured whole (read them with [`Capture::stop_raw`]).
+    pub fn start_full(ns: &Netns, ifname: &str, filter: &str) -> Capture {
+        Capture::start_with(ns, ifname, filter, "-full", &["-s", "0", "-B", "65536"])
+    }
+
+    fn start_with(ns: &Netns, ifname: &str, filter: &str, label: &str, opts: &[&str]) -> Capture {
         let tcpdump = find_program("tcpdump").expect("tcpdump not found");
-        let file = scratch_file(&format!("{ifname}.pcap"));
+        let file = scratch_file(&format!("{ifname}{label}.pcap"));
         let path = file.to_str().expect("scratch paths are UTF-8").to_string();
+        let mut args = vec!["-i", ifname, "-n", "--immediate-mode"];
+        args.extend_from_slice(opts);
         // `-Z root`: Debian's tcpdump otherwise drops to user `tcpdump`, which cannot write
         // into the scratch directory.
-        let process = ns.spawn(
-            &format!("tcpdump-{ifname}"),
-            tcpdump,
-            &[
-                "-i",
-                ifname,
-                "-n",
-                "--immediate-mode",
-                "-B",
-                "32768",
-                "-U",
-                "-Z",
-                "root",
-                "-w",
-                &path,
-                filter,
-            ],
-            &[],
-        );
+        args.extend_from_slice(&["-U", "-Z", "root", "-w", &path, filter]);
+        let process = ns.spawn(&format!("tcpdump{label}-{ifname}"), tcpdump, &args, &[]);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !process.log().contains("listening on") {
             if process.exited().is_some() || Instant::now() > deadline {
@@ -1932,6 +1927,27 @@ impl Capture {
             std::thread::sleep(Duration::from_millis(20));
         }
         Capture { process, file }
+    }
+
+    /// Stops the capture like [`Capture::stop`] and returns the pcap file's bytes and the
+    /// number of packets tcpdump reports as dropped by the kernel.
+    pub fn stop_raw(&self) -> (Vec<u8>, u64) {
+        std::thread::sleep(Duration::from_millis(200));
+        if self.process.stop(Duration::from_secs(10)).is_none() {
+            self.process.signal(libc::SIGKILL);
+            let _ = self.process.wait_exit(Duration::from_secs(2));
+        }
+        let log = self.process.log();
+        let dropped = log
+            .lines()
+            .find(|l| l.contains("dropped by kernel"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        eprintln!("tcpdump: {}", log.trim().replace('\n', "; "));
+        let data = std::fs::read(&self.file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", self.file.display()));
+        (data, dropped)
     }
 
     pub fn file(&self) -> &Path {
