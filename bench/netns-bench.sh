@@ -13,7 +13,9 @@
 #   - UDP 64-byte payload flood (iperf3 -u -b 0 -l 64): packets/s delivered;
 #   - ping RTT through the tunnel, idle and while the TCP stream runs.
 #
-# Usage: sudo bench/netns-bench.sh [-t SECONDS] [-o FILE.md] [IMPL...]
+# Usage: sudo bench/netns-bench.sh [-t SECONDS] [-r ROUNDS] [-o FILE.md] [IMPL...]
+#   -r ROUNDS: measure every implementation ROUNDS times, round-robin (so that a slow spell of
+#   the machine hits all of them), and report the median of each figure (default 1).
 #   IMPL: ferrowgd, wireguard-go-newest, wireguard-go-debian, boringtun, veth (bare ceiling)
 # Environment: FERROWGD (default target/release/ferrowgd), WIREGUARD_GO_NEWEST (default
 #   $FERROWG_PEERS_DIR/wireguard-go), WIREGUARD_GO_DEBIAN (default /usr/bin/wireguard-go),
@@ -21,12 +23,14 @@
 set -euo pipefail
 
 secs=5
+rounds=1
 out=""
-while getopts "t:o:" opt; do
+while getopts "t:r:o:" opt; do
     case $opt in
         t) secs=$OPTARG ;;
+        r) rounds=$OPTARG ;;
         o) out=$OPTARG ;;
-        *) echo "usage: $0 [-t SECONDS] [-o FILE.md] [IMPL...]" >&2; exit 1 ;;
+        *) echo "usage: $0 [-t SECONDS] [-r ROUNDS] [-o FILE.md] [IMPL...]" >&2; exit 1 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -182,9 +186,32 @@ measure() {
     cleanup
 }
 
-for impl in "${impls[@]}"; do
-    measure "$impl"
+for ((round = 1; round <= rounds; round++)); do
+    ((rounds > 1)) && echo "round $round of $rounds" >&2
+    for impl in "${impls[@]}"; do
+        measure "$impl"
+    done
 done
+
+# The median of every figure per implementation, in the order the implementations ran.
+if ((rounds > 1)); then
+    mapfile -t results < <(printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+rows = {}
+for line in sys.stdin:
+    f = line.strip().split("|")
+    rows.setdefault(f[0], []).append(f[1:])
+for impl, runs in rows.items():
+    cols = []
+    for i, values in enumerate(zip(*runs)):
+        if values[0] == "—":
+            cols.append("—")
+            continue
+        m = statistics.median(float(v) for v in values)
+        cols.append(f"{m:.2f}" if i == 2 else (f"{m:.3f}" if i >= 4 else f"{m}"))
+    print("|".join([impl] + cols))
+')
+fi
 
 table() {
     local ref="" f
@@ -213,7 +240,11 @@ if [[ -n $out ]]; then
     {
         echo "## $(date -u +%Y-%m-%d) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r)"
         echo
-        echo "iperf3 ${secs} s per figure; both tunnel ends on this machine; one run."
+        if ((rounds > 1)); then
+            echo "iperf3 ${secs} s per figure; both tunnel ends on this machine; median of ${rounds} rounds (implementations round-robin)."
+        else
+            echo "iperf3 ${secs} s per figure; both tunnel ends on this machine; one run."
+        fi
         echo
         echo "$report"
         echo
