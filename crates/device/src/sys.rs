@@ -50,6 +50,45 @@ pub fn wait_readable2(a: RawFd, b: RawFd, timeout_ms: i32) -> io::Result<(bool, 
     Ok((pfds[0].revents != 0, pfds[1].revents != 0))
 }
 
+/// Waits until one of `fds` (at most 4) is readable or `timeout_ms` passes; returns which are.
+pub fn wait_readable_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<[bool; 4]> {
+    assert!(fds.len() <= 4, "at most 4 descriptors");
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 4];
+    for (p, &fd) in pfds.iter_mut().zip(fds) {
+        p.fd = fd;
+    }
+    // SAFETY: `fds.len()` valid pollfds (of 4) for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; 4]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.map(|p| p.revents != 0))
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority`, with `SCHED_RESET_ON_FORK` so
+/// that threads it creates afterwards start under the normal policy.
+pub fn set_realtime(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 names the calling thread; `param` is valid for the duration of the call.
+    let rc = unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own, with integer arguments only.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };

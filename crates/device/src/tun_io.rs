@@ -153,6 +153,11 @@ impl TunReader {
         Ok(self.try_read(batch)?.unwrap_or(0))
     }
 
+    /// The packets queued now, without waiting (the single I/O loop polls for itself).
+    pub fn try_read_batch(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
+        self.try_read(batch)
+    }
+
     /// Non-blocking reads into `batch`; `None` when the queue was empty. A super-packet
     /// (TSO) fills a batch by itself and is passed on at once; packets that come one per
     /// read (UDP, ACKs, anything small) are gathered while more are queued and room for a
