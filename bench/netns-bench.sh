@@ -74,6 +74,8 @@ trap cleanup EXIT
 
 topology() {
     cleanup
+    # wireguard-go expects the socket directory to exist.
+    mkdir -p /var/run/wireguard
     ip netns add $A
     ip netns add $B
     ip link add veth-a netns $A type veth peer name veth-b netns $B
