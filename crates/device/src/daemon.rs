@@ -466,15 +466,19 @@ impl UdpSide {
         let spare = spare_pool::<OpenWork>();
         let lane = {
             let (shared, spare) = (shared.clone(), spare.clone());
-            let mut writer = TunWriter::new(dev).expect("TUN writer");
+            // Made on the first batch: its GRO tables are ~1 MiB, and a socket that never
+            // receives (often the IPv6 one) should not cost that.
+            let mut writer: Option<TunWriter> = None;
             let mut arena = SendArena::default();
             // The ordered end: opened batches are finished (replay window, roaming, timers,
             // source check) and written to the TUN in the order they were received.
             Arc::new(Lane::new(move |mut w: Box<OpenWork>| {
+                let writer =
+                    writer.get_or_insert_with(|| TunWriter::new(dev.clone()).expect("TUN writer"));
                 let now = shared.now();
                 let sockets = {
                     let mut engine = shared.lock();
-                    finish_openings(&mut engine.dev, now, &w, &mut writer, |_, reason| {
+                    finish_openings(&mut engine.dev, now, &w, writer, |_, reason| {
                         count_drop(&shared, reason)
                     });
                     drain_control(&shared, &mut engine, &mut arena);
