@@ -33,7 +33,7 @@ use crate::workers::{
     finish_openings, sender_of, spare_pool, Lane, OpenWork, Opening, SealWork, Workers,
 };
 use ferrowg_proto::constants::DEFAULT_MTU;
-use ferrowg_proto::device::{Device, DropReason, Event, Prepared, UNDER_LOAD_BACKLOG};
+use ferrowg_proto::device::{Device, DropReason, Event, Prepared};
 use ferrowg_proto::messages::{classify, MessageType};
 use ferrowg_sync::pool::Pool;
 use ferrowg_uapi::{read_request, write_errno, write_get_response, Recovery, Request};
@@ -459,6 +459,10 @@ struct UdpSide {
     spare: Arc<Pool<Box<OpenWork>>>,
     lane: Arc<Lane<OpenWork>>,
     arena: SendArena,
+    /// Handshake messages and all messages received since the socket was last found empty:
+    /// the length of a handshake backlog, whatever the batch and GRO sizes.
+    handshakes_since_empty: usize,
+    messages_since_empty: usize,
 }
 
 impl UdpSide {
@@ -500,6 +504,8 @@ impl UdpSide {
             spare,
             lane,
             arena: SendArena::default(),
+            handshakes_since_empty: 0,
+            messages_since_empty: 0,
         }
     }
 
@@ -519,6 +525,8 @@ impl UdpSide {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.spare.put(work);
+                self.handshakes_since_empty = 0;
+                self.messages_since_empty = 0;
                 return UdpStep::Empty;
             }
             Err(_) => 0,
@@ -530,16 +538,26 @@ impl UdpSide {
                 return UdpStep::Replaced;
             }
             let batch = &mut work.batch;
-            // Every buffer filled means more datagrams are still waiting in the socket: if most
-            // of them are handshakes we have a handshake backlog, the kernel's "under load"
-            // signal (cookies and per-source rate limiting then apply).
-            if n == batch.capacity() {
-                let handshakes = (0..n)
-                    .filter(|&i| batch.meta[i].len > 0 && matches!(batch.buf(i)[0], 1 | 2))
-                    .count();
-                if handshakes * 2 >= n {
-                    engine.dev.note_handshake_backlog(now, UNDER_LOAD_BACKLOG);
+            // Handshakes arriving faster than we take them keep the socket from ever being
+            // empty: that run of handshakes is our handshake backlog, the kernel's "under
+            // load" signal (cookies and per-source rate limiting then apply). Counted per
+            // message (a GRO buffer holds many) and since the socket was last empty, so the
+            // signal does not depend on how many buffers one call fills (one, with
+            // FERROWG_NO_UDP_OFFLOAD).
+            for i in 0..n {
+                let m = batch.meta[i];
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                for off in (0..m.len).step_by(stride.max(1)) {
+                    self.messages_since_empty += 1;
+                    if matches!(batch.buf(i)[off], 1 | 2) {
+                        self.handshakes_since_empty += 1;
+                    }
                 }
+            }
+            if self.handshakes_since_empty * 2 >= self.messages_since_empty {
+                engine
+                    .dev
+                    .note_handshake_backlog(now, self.handshakes_since_empty);
             }
             for i in 0..n {
                 let m = batch.meta[i];

@@ -212,8 +212,4 @@ impl RecvBatch {
     pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.storage[i * GRO_BUF..(i + 1) * GRO_BUF]
     }
-
-    pub fn capacity(&self) -> usize {
-        RECV_BUFS
-    }
 }
