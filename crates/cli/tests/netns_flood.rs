@@ -229,13 +229,7 @@ fn handshake_flood(a_env: &[(&str, &str)]) {
         return;
     }
     let _serial = serial();
-    let a_options = DaemonOptions {
-        env: a_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..DaemonOptions::default()
-    };
+    let a_options = DaemonOptions::with_env(a_env);
     let pair = tunnel_pair(
         &DaemonKind::Ferrowgd,
         &DaemonKind::Ferrowgd,

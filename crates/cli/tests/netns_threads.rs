@@ -35,13 +35,7 @@ fn threads(pid: u32) -> Vec<(String, u32, u32)> {
 }
 
 fn options(env: &[(&str, &str)]) -> PairOptions {
-    let d = DaemonOptions {
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..DaemonOptions::default()
-    };
+    let d = DaemonOptions::with_env(env);
     PairOptions {
         daemon_options: (d.clone(), d),
         ..PairOptions::default()
@@ -149,14 +143,11 @@ fn rt_priority_is_configurable() {
         ("7", Some(7), false),
         ("x", Some(5), true),
     ] {
-        let opts = DaemonOptions {
-            env: vec![
-                ("FERROWGD_WORKERS".into(), "0".into()),
-                ("FERROWGD_IO".into(), "".into()),
-                ("FERROWGD_RT_PRIORITY".into(), value.into()),
-            ],
-            ..DaemonOptions::default()
-        };
+        let opts = DaemonOptions::with_env(&[
+            ("FERROWGD_WORKERS", "0"),
+            ("FERROWGD_IO", ""),
+            ("FERROWGD_RT_PRIORITY", value),
+        ]);
         let ifname = unique_ifname();
         let d = start_daemon_with(&ns, &DaemonKind::Ferrowgd, &ifname, &opts);
         let all = threads(d.process().pid());
@@ -191,21 +182,12 @@ fn split_threads_interoperate_with_one_loop() {
     if !require_netns() {
         return;
     }
-    let split = DaemonOptions {
-        env: vec![
-            ("FERROWGD_WORKERS".into(), "0".into()),
-            ("FERROWGD_IO".into(), "split".into()),
-        ],
-        ..DaemonOptions::default()
-    };
-    let one = DaemonOptions {
-        env: vec![
-            ("FERROWGD_WORKERS".into(), "0".into()),
-            ("FERROWGD_IO".into(), "one".into()),
-            ("FERROWGD_RT_PRIORITY".into(), "0".into()),
-        ],
-        ..DaemonOptions::default()
-    };
+    let split = DaemonOptions::with_env(&[("FERROWGD_WORKERS", "0"), ("FERROWGD_IO", "split")]);
+    let one = DaemonOptions::with_env(&[
+        ("FERROWGD_WORKERS", "0"),
+        ("FERROWGD_IO", "one"),
+        ("FERROWGD_RT_PRIORITY", "0"),
+    ]);
     let pair = tunnel_pair(
         &DaemonKind::Ferrowgd,
         &DaemonKind::Ferrowgd,

@@ -850,6 +850,19 @@ impl Default for DaemonOptions {
     }
 }
 
+impl DaemonOptions {
+    /// The defaults plus `env` (an empty value overrides an inherited variable with "unset").
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        DaemonOptions {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..DaemonOptions::default()
+        }
+    }
+}
+
 /// A running daemon (see [`start_daemon`]).
 pub struct Daemon {
     kind: DaemonKind,
