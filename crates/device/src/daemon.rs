@@ -1053,7 +1053,9 @@ pub fn run(opts: Options) -> i32 {
 /// bursts as "ACK aggregation" and widens its window to cover them) keeps a millisecond of
 /// data queued in our socket. Measured with both ends and iperf3 on one 2-core VM, 8 s TCP,
 /// three runs each: ping under load 1.51 ms at normal priority, 0.29 ms with SCHED_FIFO
-/// (idle 0.28 ms); throughput 4.08 -> 4.33 Gbit/s; CPU-s/GB 2.90 -> 3.06. The loop sleeps
+/// (idle 0.28 ms); throughput 4.08 -> 4.33 Gbit/s; CPU-s/GB 2.90 -> 3.06; the price is
+/// small-packet throughput (64-byte UDP flood: 184k -> 102k packets/s in single runs), as the
+/// loop now wakes for every packet and preempts their sender. The loop sleeps
 /// in poll when idle, and the kernel caps real-time threads at 95 % of a CPU
 /// (`sched_rt_runtime_us`), so a flood cannot starve the machine. Threads created later
 /// start at normal priority (`SCHED_RESET_ON_FORK`). Without the right to (a container
