@@ -545,11 +545,9 @@ impl UdpSide {
             // signal does not depend on how many buffers one call fills (one, with
             // FERROWG_NO_UDP_OFFLOAD).
             for i in 0..n {
-                let m = batch.meta[i];
-                let stride = if m.stride == 0 { m.len } else { m.stride };
-                for off in (0..m.len).step_by(stride.max(1)) {
+                for d in batch.datagrams(i) {
                     self.messages_since_empty += 1;
-                    if matches!(batch.buf(i)[off], 1 | 2) {
+                    if matches!(batch.buf(i)[d.start], 1 | 2) {
                         self.handshakes_since_empty += 1;
                     }
                 }
@@ -560,13 +558,10 @@ impl UdpSide {
                     .note_handshake_backlog(now, self.handshakes_since_empty);
             }
             for i in 0..n {
-                let m = batch.meta[i];
-                let stride = if m.stride == 0 { m.len } else { m.stride };
                 let from = sender_of(batch, i);
-                let mut off = 0;
-                while off < m.len {
-                    let end = (off + stride).min(m.len);
-                    let d = &mut batch.buf_mut(i)[off..end];
+                for range in batch.datagrams(i) {
+                    let (off, end) = (range.start, range.end);
+                    let d = &mut batch.buf_mut(i)[range];
                     if classify(d) == Some(MessageType::Transport) {
                         // Opened by the workers, finished in order by the lane's sink.
                         match engine.dev.begin_transport(now, d) {
@@ -584,7 +579,6 @@ impl UdpSide {
                         // Handshakes and cookie replies: rare, handled here in order.
                         count_drop(shared, reason);
                     }
-                    off = end;
                 }
             }
             drain_control(shared, &mut engine, &mut self.arena);

@@ -204,6 +204,16 @@ impl RecvBatch {
         io.recv(&mut slices, &mut self.meta)
     }
 
+    /// The byte ranges of the datagrams in buffer `i`: GRO packs datagrams of `stride` bytes
+    /// from one sender into one buffer (the last may be shorter).
+    pub fn datagrams(&self, i: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let m = self.meta[i];
+        let stride = if m.stride == 0 { m.len } else { m.stride }.max(1);
+        (0..m.len)
+            .step_by(stride)
+            .map(move |off| off..(off + stride).min(m.len))
+    }
+
     /// Buffer `i` (its first `meta[i].len` bytes were received).
     pub fn buf(&self, i: usize) -> &[u8] {
         &self.storage[i * GRO_BUF..(i + 1) * GRO_BUF]
