@@ -617,18 +617,19 @@ fn two_interface_loop(b_kind: &DaemonKind) {
         (b, a, loop_b, loop_a, pair.link.a(Family::V4)),
     ] {
         me.ns.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
-        wg(
+        wg_set_peer(
             &me.ns,
-            &[
-                "set",
-                me.ifname(),
-                "peer",
-                &other.keys.public,
-                "endpoint",
-                &format!("{theirs}:{}", other.listen_port),
-                "allowed-ips",
-                &format!("{}/32,{}/128,{mine}/32", other.inner_v4, other.inner_v6),
-            ],
+            me.ifname(),
+            &PeerSpec {
+                public_key: other.keys.public.clone(),
+                endpoint: Some(SocketAddr::new(theirs.parse().unwrap(), other.listen_port)),
+                allowed_ips: vec![
+                    format!("{}/32", other.inner_v4),
+                    format!("{}/128", other.inner_v6),
+                    format!("{mine}/32"),
+                ],
+                ..PeerSpec::default()
+            },
         );
         // The other side's endpoint leaves over the veth; ours, arriving from there, is
         // forwarded into our own tunnel.

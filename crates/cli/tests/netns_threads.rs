@@ -63,17 +63,14 @@ fn change_listen_port(pair: &TunnelPair, port: u16) {
         &pair.a.ns,
         &["set", pair.a.ifname(), "listen-port", &port.to_string()],
     );
-    let endpoint = SocketAddr::new(pair.a.outer, port).to_string();
-    wg(
+    wg_set_peer(
         &pair.b.ns,
-        &[
-            "set",
-            pair.b.ifname(),
-            "peer",
-            &pair.a.keys.public,
-            "endpoint",
-            &endpoint,
-        ],
+        pair.b.ifname(),
+        &PeerSpec {
+            public_key: pair.a.keys.public.clone(),
+            endpoint: Some(SocketAddr::new(pair.a.outer, port)),
+            ..PeerSpec::default()
+        },
     );
     assert_eq!(
         wg(&pair.a.ns, &["show", pair.a.ifname(), "listen-port"]).trim(),

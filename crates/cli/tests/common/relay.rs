@@ -457,16 +457,14 @@ impl ReorderingPath {
         let b_real = SocketAddr::new(b_link.b(Family::V4), b.listen_port);
         let relay = Relay::start(&ns, a_side, b_side, a_real, b_real, opts);
         for (me, other, endpoint) in [(a, b, a_side), (b, a, b_side)] {
-            wg(
+            wg_set_peer(
                 &me.ns,
-                &[
-                    "set",
-                    me.ifname(),
-                    "peer",
-                    &other.keys.public,
-                    "endpoint",
-                    &endpoint.to_string(),
-                ],
+                me.ifname(),
+                &PeerSpec {
+                    public_key: other.keys.public.clone(),
+                    endpoint: Some(endpoint),
+                    ..PeerSpec::default()
+                },
             );
         }
         ReorderingPath {
