@@ -3,47 +3,10 @@
 //! that outgrows its allocation moves to a new one and frees the old one as it is, key text
 //! included; these move the text themselves and wipe the old allocation first.
 
-use std::fmt;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 pub use crate::config::extend_wiping;
-
-/// A `String` for text that holds secrets; write to it with `write!`.
-pub struct SecretText(Zeroizing<String>);
-
-impl SecretText {
-    pub fn with_capacity(capacity: usize) -> Self {
-        SecretText(Zeroizing::new(String::with_capacity(capacity)))
-    }
-
-    pub fn push_str(&mut self, s: &str) {
-        let _ = fmt::Write::write_str(self, s);
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The text, still wiped on drop.
-    pub fn into_inner(self) -> Zeroizing<String> {
-        self.0
-    }
-}
-
-impl fmt::Write for SecretText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let needed = self.0.len() + s.len();
-        if needed > self.0.capacity() {
-            let mut bigger = String::with_capacity(needed.max(2 * self.0.capacity()).max(64));
-            bigger.push_str(&self.0);
-            // Wipes the whole old allocation, spare capacity included.
-            self.0.zeroize();
-            *self.0 = bigger;
-        }
-        self.0.push_str(s);
-        Ok(())
-    }
-}
+pub use ferrowg_uapi::SecretText;
 
 /// A key's base64 text, wiped on drop, for writing into a [`SecretText`].
 pub fn base64_secret(key: &[u8; 32]) -> Zeroizing<String> {

@@ -4,7 +4,7 @@ use crate::error::{quote, quote_unknown, UapiError};
 use crate::model::{DeviceInfo, PeerInfo};
 use crate::value::{
     format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix, parse_secret_key,
-    push_line, Hex, WipingString,
+    push_line, Hex, SecretText,
 };
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -28,7 +28,7 @@ pub fn emit_get_response(info: &DeviceInfo) -> String {
             .iter()
             .map(|p| 512 + 64 * p.allowed_ips.len())
             .sum::<usize>();
-    let mut out = WipingString::with_capacity(estimate);
+    let mut out = SecretText::with_capacity(estimate);
     if let Some(key) = info.private_key.as_ref().filter(|k| !k.is_zero()) {
         push_line(&mut out, "private_key", Hex(key.as_bytes()));
     }

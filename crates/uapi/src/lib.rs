@@ -62,4 +62,4 @@ pub use get::{emit_get_response, parse_get_response, write_errno, write_get_resp
 pub use model::{AllowedIpChange, DeviceInfo, DeviceSet, Key, PeerInfo, PeerSet, SecretKey};
 pub use request::{parse_set, read_request, Request, MAX_LINE_LEN};
 pub use set::emit_set;
-pub use value::extend_wiping;
+pub use value::{extend_wiping, SecretText};

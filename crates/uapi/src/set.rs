@@ -5,7 +5,7 @@ use crate::error::{may_hold_a_key, quote, quote_unknown, UapiError};
 use crate::model::{AllowedIpChange, DeviceSet, PeerSet, SecretKey};
 use crate::value::{
     format_endpoint, parse_decimal, parse_endpoint, parse_key, parse_prefix, parse_secret_key,
-    push_line, Hex, WipingString,
+    push_line, Hex, SecretText,
 };
 use std::fmt::Write as _;
 
@@ -242,7 +242,7 @@ fn flag(key: &str, value: &str) -> Result<bool, UapiError> {
 /// so that every [`DeviceSet`] the parser accepts survives a round trip.
 ///
 /// The text holds the private and preshared keys in hex. It is built without leaving copies
-/// behind in freed memory (see `WipingString`), and the caller should wipe it after use
+/// behind in freed memory (see `SecretText`), and the caller should wipe it after use
 /// (`zeroize::Zeroizing::new(emit_set(&set))`), as [`crate::client::set_at`] does.
 pub fn emit_set(set: &DeviceSet) -> String {
     // Device lines take under 128 bytes, a peer's other lines under 256, each allowed_ip
@@ -253,7 +253,7 @@ pub fn emit_set(set: &DeviceSet) -> String {
             .iter()
             .map(|p| 256 + 64 * p.allowed_ips.len())
             .sum::<usize>();
-    let mut out = WipingString::with_capacity(estimate);
+    let mut out = SecretText::with_capacity(estimate);
     push_line(&mut out, "set", 1);
     if let Some(key) = &set.private_key {
         push_line(&mut out, "private_key", Hex(key.as_bytes()));

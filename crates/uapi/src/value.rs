@@ -50,32 +50,46 @@ impl fmt::Display for Hex<'_> {
     }
 }
 
-/// Message text that holds secret keys. Appending never leaves a stale copy behind: when
-/// the text outgrows its allocation it moves to a bigger one itself and wipes the old one,
-/// instead of letting `String` reallocate (which frees the old block without clearing it).
-pub(crate) struct WipingString(String);
+/// Text that holds secrets (UAPI messages, `showconf`/`show` output): wiped when dropped,
+/// and never leaving a stale copy behind: when the text outgrows its allocation it moves to
+/// a bigger one itself and wipes the old one, instead of letting `String` reallocate (which
+/// frees the old block without clearing it). Write to it with `write!`.
+pub struct SecretText(Zeroizing<String>);
 
-impl WipingString {
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        WipingString(String::with_capacity(capacity))
+impl SecretText {
+    pub fn with_capacity(capacity: usize) -> Self {
+        SecretText(Zeroizing::new(String::with_capacity(capacity)))
     }
 
-    /// The text. Its allocation has never been moved, so it is the only copy; the caller
-    /// is responsible for wiping it.
-    pub(crate) fn into_string(self) -> String {
+    pub fn push_str(&mut self, s: &str) {
+        let _ = fmt::Write::write_str(self, s);
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, still wiped on drop.
+    pub fn into_inner(self) -> Zeroizing<String> {
         self.0
+    }
+
+    /// The text as a plain `String`. Its allocation has never been moved, so it is the only
+    /// copy; the caller is responsible for wiping it.
+    pub(crate) fn into_string(mut self) -> String {
+        std::mem::take(&mut *self.0)
     }
 }
 
-impl fmt::Write for WipingString {
+impl fmt::Write for SecretText {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let needed = self.0.len() + s.len();
         if needed > self.0.capacity() {
-            let mut bigger = String::with_capacity(needed.max(2 * self.0.capacity()).max(256));
+            let mut bigger = String::with_capacity(needed.max(2 * self.0.capacity()).max(64));
             bigger.push_str(&self.0);
             // Wipes the whole old allocation, spare capacity included, before it is freed.
             self.0.zeroize();
-            self.0 = bigger;
+            *self.0 = bigger;
         }
         self.0.push_str(s);
         Ok(())
@@ -186,7 +200,7 @@ pub fn extend_wiping(buf: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends `key=value\n`.
 pub(crate) fn push_line(out: &mut impl fmt::Write, key: &str, value: impl fmt::Display) {
-    // Writing to a String (or a WipingString) cannot fail.
+    // Writing to a String (or a SecretText) cannot fail.
     let _ = writeln!(out, "{key}={value}");
 }
 
@@ -316,7 +330,7 @@ mod secret_tests {
 
     #[test]
     fn wiping_writers_keep_all_text_across_growth() {
-        let mut text = WipingString::with_capacity(1);
+        let mut text = SecretText::with_capacity(1);
         let mut expected = String::new();
         for i in 0..500 {
             push_line(&mut text, "line", i);
