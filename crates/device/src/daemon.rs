@@ -852,10 +852,14 @@ fn handle_uapi_conn(
 /// Creates the UAPI socket at the standard path: directory and socket reachable by root only.
 fn create_uapi_socket(ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
     let dir = Path::new(ferrowg_uapi::client::SOCKET_DIR);
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    let make_dir = || -> io::Result<()> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    };
+    make_dir()?;
     let path = ferrowg_uapi::client::socket_path(ifname);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -866,7 +870,15 @@ fn create_uapi_socket(ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
         }
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path)?;
+    let listener = match UnixListener::bind(&path) {
+        // The directory went away after the check above (seen once in CI, with other
+        // daemons starting and stopping around us): make it again and retry once.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dir()?;
+            UnixListener::bind(&path)?
+        }
+        r => r?,
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok((listener, path))
 }
