@@ -1323,7 +1323,7 @@ mod tests {
     fn files_are_read_whole_into_wiped_buffers() {
         // Longer than one read chunk, so that it takes several reads.
         let mut contents = format!("[Interface]\nPrivateKey = {PRIVATE}\n").into_bytes();
-        contents.extend(std::iter::repeat(b'#').take(20_000));
+        contents.extend(std::iter::repeat_n(b'#', 20_000));
         let file = TempFile::new("big.conf", &contents);
         let text = read_file(file.0.as_os_str()).unwrap();
         assert_eq!(&text[..], &contents[..]);

@@ -197,7 +197,7 @@ impl<'a> Device<'a> {
 
 /// `WG_HIDE_KEYS=never` shows secrets in the pretty (and JSON) forms.
 fn hide_secrets() -> bool {
-    std::env::var_os("WG_HIDE_KEYS").map_or(true, |v| v != "never")
+    std::env::var_os("WG_HIDE_KEYS").is_none_or(|v| v != "never")
 }
 
 fn b64(key: &Key) -> String {
@@ -248,7 +248,7 @@ fn format_ipv6(ip: &Ipv6Addr) -> String {
         }
         if w != 0 || i == 7 {
             if let Some((start, len)) = run.take() {
-                if best.map_or(true, |(_, best_len)| len > best_len) {
+                if best.is_none_or(|(_, best_len)| len > best_len) {
                     best = Some((start, len));
                 }
             }

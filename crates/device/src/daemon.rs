@@ -1026,10 +1026,18 @@ pub fn run(opts: Options) -> i32 {
         let name = opts.ifname.clone();
         std::thread::spawn(move || mtu_watch(sh, name));
     }
+    if std::env::var_os("FERROWG_NO_AVX512").is_some() {
+        ferrowg_chacha::disable();
+    }
     log.verbose(format!(
-        "Device started (TUN offload: {}, UDP GSO segments: {}, data plane: {}{})",
+        "Device started (TUN offload: {}, UDP GSO segments: {}, batch AEAD: {}, data plane: {}{})",
         if tun.offload() { "on" } else { "off" },
         max_segments(&shared.lock()),
+        if ferrowg_chacha::lanes_enabled() {
+            "AVX-512"
+        } else {
+            "off"
+        },
         if shared.one_loop {
             "one thread"
         } else {

@@ -77,6 +77,17 @@ impl SendArena {
         &mut self.buf[self.used..]
     }
 
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    /// The bytes written since the arena was `from` long (messages committed but sealed
+    /// later, all at once).
+    pub fn written_mut(&mut self, from: usize) -> &mut [u8] {
+        &mut self.buf[from..self.used]
+    }
+
     /// Records a message of `len` bytes just written at `tail()`.
     pub fn commit(&mut self, to: Endpoint, len: usize, max_segments: usize) {
         let src = to.local.map(|l| l.ip);
@@ -221,5 +232,11 @@ impl RecvBatch {
 
     pub fn buf_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.storage[i * GRO_BUF..(i + 1) * GRO_BUF]
+    }
+
+    /// All buffers, buffer `i` at `i * GRO_BUF`: for handing out disjoint datagrams of
+    /// several buffers at once.
+    pub fn storage_mut(&mut self) -> &mut [u8] {
+        &mut self.storage
     }
 }

@@ -19,7 +19,8 @@
 use crate::pipeline::{canonical, canonical_ip, RecvBatch, SendArena};
 use crate::tun_io::{PacketBatch, TunWriter};
 use crate::udp::UdpSockets;
-use ferrowg_proto::device::{DropReason, OpenJob, Received, SealJob};
+use crate::udp_io::GRO_BUF;
+use ferrowg_proto::device::{open_group, seal_group, DropReason, OpenJob, Received, SealJob};
 use ferrowg_proto::peer::{Endpoint, LocalAddr};
 use ferrowg_sync::ordered::{OrderedQueue, Ticket};
 use ferrowg_sync::pool::Pool;
@@ -188,11 +189,30 @@ impl Default for SealWork {
 }
 
 impl Work for SealWork {
+    /// Runs of jobs under one key are written first and sealed together: the batch AEAD
+    /// works on several messages at once (`ferrowg_chacha`).
     fn crypto(&mut self) {
-        for (i, job) in &self.jobs {
-            let tail = self.arena.tail(job.sealed_len());
-            let len = job.seal(self.packets.packet(*i), tail);
-            self.arena.commit(job.to, len, self.segments);
+        let mut first = 0;
+        while first < self.jobs.len() {
+            let key = &self.jobs[first].1;
+            let run = self.jobs[first..]
+                .iter()
+                .take_while(|(_, job)| job.same_key(key))
+                .count();
+            let jobs = &self.jobs[first..first + run];
+            let start = self.arena.len();
+            for (i, job) in jobs {
+                let tail = self.arena.tail(job.sealed_len());
+                let len = job.write_plaintext(self.packets.packet(*i), tail);
+                self.arena.commit(job.to, len, self.segments);
+            }
+            let mut rest = self.arena.written_mut(start);
+            seal_group(jobs.iter().map(|(_, job)| {
+                let (msg, more) = std::mem::take(&mut rest).split_at_mut(job.sealed_len());
+                rest = more;
+                (job, msg)
+            }));
+            first += run;
         }
     }
 }
@@ -215,12 +235,50 @@ pub struct Opening {
 pub struct OpenWork {
     pub batch: RecvBatch,
     pub openings: Vec<Opening>,
+    /// The results of one run of openings, before they go into `openings`.
+    results: Vec<Result<usize, DropReason>>,
 }
 
 impl Work for OpenWork {
+    /// Runs of messages under one key are opened together (see `SealWork::crypto`).
     fn crypto(&mut self) {
-        for o in &mut self.openings {
-            o.result = o.job.open(&mut self.batch.buf_mut(o.buf)[o.start..o.end]);
+        let offset = |o: &Opening| o.buf * GRO_BUF + o.start;
+        let storage = self.batch.storage_mut();
+        let mut first = 0;
+        while first < self.openings.len() {
+            let key = &self.openings[first].job;
+            // Openings lie in the storage in order; the run must, to be split off it.
+            let mut end_of_last = 0;
+            let run = self.openings[first..]
+                .iter()
+                .take_while(|o| {
+                    let fits = o.job.same_key(key) && offset(o) >= end_of_last;
+                    end_of_last = offset(o) + (o.end - o.start);
+                    fits
+                })
+                .count();
+            let (openings, results) = (&self.openings[first..first + run], &mut self.results);
+            results.clear();
+            let mut rest = &mut *storage;
+            let mut at = 0;
+            open_group(
+                openings.iter().map(|o| {
+                    let skip = offset(o) - at;
+                    let (msg, more) =
+                        std::mem::take(&mut rest)[skip..].split_at_mut(o.end - o.start);
+                    rest = more;
+                    at = offset(o) + msg.len();
+                    (&o.job, msg)
+                }),
+                |result| results.push(result),
+            );
+            for (o, result) in self.openings[first..first + run]
+                .iter_mut()
+                .zip(&self.results)
+            {
+                o.result = *result;
+            }
+            first += run;
         }
     }
 }

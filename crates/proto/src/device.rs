@@ -13,6 +13,7 @@
 use crate::allowed_ips::AllowedIps;
 use crate::constants::*;
 use crate::cookie::CookieChecker;
+use crate::crypto::{AeadMessage, AEAD_LANES};
 use crate::index::{IndexTable, PeerId};
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::messages::{self, CookieReply, Initiation, MessageType, Response, TransportHeader};
@@ -160,10 +161,91 @@ impl SealJob {
     /// Seals `packet` into `out[..self.sealed_len()]` and returns that length. Panics if
     /// `out` is shorter (the caller sized it from `sealed_len`).
     pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> usize {
+        self.write_plaintext(packet, out);
+        self.keypair.seal(self.counter, out, self.padded)
+    }
+
+    /// Writes the header and the padded plaintext of the message into
+    /// `out[..self.sealed_len()]` and returns that length; [`seal_group`] then encrypts it
+    /// and writes the tag. Panics if `out` is shorter.
+    pub fn write_plaintext(&self, packet: &[u8], out: &mut [u8]) -> usize {
         let end = TRANSPORT_HEADER_LEN + self.padded;
         out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len()].copy_from_slice(packet);
         out[TRANSPORT_HEADER_LEN + packet.len()..end].fill(0);
-        self.keypair.seal(self.counter, out, self.padded)
+        self.keypair.write_header(self.counter, out);
+        self.sealed_len()
+    }
+
+    /// Whether two jobs seal under the same key, so that one [`seal_group`] may take both.
+    pub fn same_key(&self, other: &SealJob) -> bool {
+        Arc::ptr_eq(&self.keypair, &other.keypair)
+    }
+}
+
+/// Seals a run of messages under one key at once (the AEAD batches them: see
+/// `ferrowg_chacha`). Each item is a job and the `sealed_len()` bytes its
+/// [`SealJob::write_plaintext`] filled. Panics if the jobs do not share a key.
+pub fn seal_group<'a>(mut items: impl Iterator<Item = (&'a SealJob, &'a mut [u8])>) {
+    loop {
+        let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
+        let mut key: Option<&Arc<Keypair>> = None;
+        let mut n = 0;
+        for (job, buf) in items.by_ref().take(AEAD_LANES) {
+            assert!(
+                key.is_none_or(|k| Arc::ptr_eq(k, &job.keypair)),
+                "one key per group"
+            );
+            key = Some(&job.keypair);
+            msgs[n] = AeadMessage {
+                counter: job.counter,
+                buf: &mut buf[TRANSPORT_HEADER_LEN..job.sealed_len()],
+            };
+            n += 1;
+        }
+        match key {
+            Some(k) => k.seal_many(&mut msgs[..n]),
+            None => return,
+        }
+    }
+}
+
+/// Opens a run of transport messages under one key at once: each item is a job and its
+/// whole message. `done` gets each message's result in order, as [`OpenJob::open`] would
+/// return it. Panics if the jobs do not share a key.
+pub fn open_group<'a>(
+    mut items: impl Iterator<Item = (&'a OpenJob, &'a mut [u8])>,
+    mut done: impl FnMut(Result<usize, DropReason>),
+) {
+    loop {
+        let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
+        let mut key: Option<&Arc<Keypair>> = None;
+        let mut n = 0;
+        for (job, buf) in items.by_ref().take(AEAD_LANES) {
+            assert!(
+                key.is_none_or(|k| Arc::ptr_eq(k, &job.keypair)),
+                "one key per group"
+            );
+            key = Some(&job.keypair);
+            // Shorter than a header and a tag: an empty AEAD part, which fails to open.
+            let aead_part: &mut [u8] = match buf.len() >= TRANSPORT_OVERHEAD {
+                true => &mut buf[TRANSPORT_HEADER_LEN..],
+                false => &mut [],
+            };
+            msgs[n] = AeadMessage {
+                counter: job.counter,
+                buf: aead_part,
+            };
+            n += 1;
+        }
+        let Some(k) = key else { return };
+        let mut ok = [false; AEAD_LANES];
+        k.open_many(&mut msgs[..n], &mut ok[..n]);
+        for (msg, ok) in msgs[..n].iter().zip(ok) {
+            done(match ok {
+                true => Ok(msg.buf.len() - TAG_LEN),
+                false => Err(DropReason::DecryptFailed),
+            });
+        }
     }
 }
 
@@ -183,6 +265,11 @@ impl OpenJob {
         self.keypair
             .open(self.counter, buf)
             .map_err(|_| DropReason::DecryptFailed)
+    }
+
+    /// Whether two jobs open under the same key, so that one [`open_group`] may take both.
+    pub fn same_key(&self, other: &OpenJob) -> bool {
+        Arc::ptr_eq(&self.keypair, &other.keypair)
     }
 }
 
@@ -1449,7 +1536,7 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            if model.is_empty() || state % 3 != 0 {
+            if model.is_empty() || !state.is_multiple_of(3) {
                 dev.add_peer(key(next)).unwrap();
                 model.push(next);
                 next += 1;

@@ -312,7 +312,7 @@ mod tests {
             let p = padded_len(len, mtu);
             prop_assert!(p >= len);
             if mtu == 0 || len <= mtu {
-                prop_assert!(p % 16 == 0 || p == mtu);
+                prop_assert!(p.is_multiple_of(16) || p == mtu);
                 prop_assert!(mtu == 0 || p <= mtu.max(len));
             }
         }

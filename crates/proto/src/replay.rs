@@ -16,9 +16,9 @@ const BLOCKS: usize = (REPLAY_BITS / BLOCK_BITS) as usize;
 // A window of exactly `REPLAY_BITS - BLOCK_BITS` counters, aligned to blocks, spans exactly
 // `BLOCKS` blocks, so no two counters inside it ever share a ring slot. A wider window would
 // let the block being cleared on advance hold counters that are still inside the window.
-const _: () = assert!(REPLAY_BITS % BLOCK_BITS == 0);
+const _: () = assert!(REPLAY_BITS.is_multiple_of(BLOCK_BITS));
 const _: () = assert!(BLOCKS.is_power_of_two());
-const _: () = assert!(REPLAY_WINDOW % BLOCK_BITS == 0);
+const _: () = assert!(REPLAY_WINDOW.is_multiple_of(BLOCK_BITS));
 const _: () = assert!(REPLAY_WINDOW + BLOCK_BITS <= REPLAY_BITS);
 
 /// Which counters of one keypair's receive direction have been accepted.

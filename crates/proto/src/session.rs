@@ -6,7 +6,7 @@
 //! which only the peer's ordered stage touches.
 
 use crate::constants::*;
-use crate::crypto::{AeadKey, AuthError};
+use crate::crypto::{AeadKey, AeadMessage, AuthError};
 use crate::messages::TransportHeader;
 use crate::noise::SessionKeys;
 use crate::replay::ReplayWindow;
@@ -72,6 +72,27 @@ impl Keypair {
         self.sending
             .seal_in_place(counter, &[], &mut buf[TRANSPORT_HEADER_LEN..total]);
         total
+    }
+
+    /// Writes the header of a transport message with `counter` into `buf[..16]`.
+    pub fn write_header(&self, counter: u64, buf: &mut [u8]) {
+        TransportHeader {
+            receiver: self.remote_index,
+            counter,
+        }
+        .write(buf);
+    }
+
+    /// Seals the encrypted parts (`buf[16..]` of each message) of messages whose headers and
+    /// padded plaintexts are written.
+    pub fn seal_many(&self, msgs: &mut [AeadMessage<'_>]) {
+        self.sending.seal_many(msgs)
+    }
+
+    /// Opens the encrypted parts (`buf[16..]`) of transport messages; see
+    /// [`AeadKey::open_many`].
+    pub fn open_many(&self, msgs: &mut [AeadMessage<'_>], ok: &mut [bool]) {
+        self.receiving.open_many(msgs, ok)
     }
 
     /// Opens a whole transport message in place; the plaintext is left at

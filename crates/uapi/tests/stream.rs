@@ -97,7 +97,7 @@ fn truncated_input_is_refused() {
 #[test]
 fn overlong_lines_are_cut_off() {
     let mut input = b"set=1\nlisten_port=".to_vec();
-    input.extend(std::iter::repeat(b'1').take(MAX_LINE_LEN));
+    input.extend(std::iter::repeat_n(b'1', MAX_LINE_LEN));
     input.extend_from_slice(b"\n\n");
     let e = read_request(&mut reader(&input)).unwrap_err();
     assert_eq!(
@@ -113,7 +113,7 @@ fn overlong_lines_are_cut_off() {
     let mut input = b"set=1\n".to_vec();
     let key = b"fwmark=";
     input.extend_from_slice(key);
-    input.extend(std::iter::repeat(b'0').take(MAX_LINE_LEN - key.len()));
+    input.extend(std::iter::repeat_n(b'0', MAX_LINE_LEN - key.len()));
     input.extend_from_slice(b"\n\n");
     match read_request(&mut reader(&input)).unwrap() {
         Some(Request::Set(set)) => assert_eq!(set.fwmark, Some(0)),

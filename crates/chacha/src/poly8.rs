@@ -1,0 +1,293 @@
+//! Poly1305 (RFC 8439 §2.5) of eight messages at once, one message per 64-bit lane, with the
+//! AVX-512 IFMA 52-bit multiply-adds. The accumulator is kept in radix 2^44 (limbs of 44, 44
+//! and 42 bits), so a limb product fits the 104 bits IFMA returns as two 52-bit halves.
+//!
+//! The input is what the ChaCha20-Poly1305 AEAD MACs when the associated data is empty, as in
+//! WireGuard's transport messages: the ciphertext, zero-padded to 16 bytes, then a block of
+//! the two lengths (0 and the ciphertext's). Every block of that is full, so every block
+//! gets the 2^128 bit.
+
+use core::arch::x86_64::*;
+
+use crate::simd::{load, store_u64};
+
+const M44: u64 = (1 << 44) - 1;
+const M42: u64 = (1 << 42) - 1;
+
+/// The accumulator and the key of eight lanes.
+struct Lanes {
+    h: [__m512i; 3],
+    r: [__m512i; 3],
+    /// 20·r1 and 20·r2: a limb product of weight 2^132 is 20 times itself at weight 2^0.
+    s1: __m512i,
+    s2: __m512i,
+}
+
+/// `tags[l]` = Poly1305 of lane `l`'s AEAD input under one-time key `keys[l]`.
+#[target_feature(enable = "avx512f,avx512ifma")]
+pub fn tags8(keys: &[[u8; 32]; 8], msgs: &[&[u8]; 8], tags: &mut [[u8; 16]; 8]) {
+    let mut r = [[0u64; 8]; 3];
+    for (l, key) in keys.iter().enumerate() {
+        let lo = u64::from_le_bytes(key[0..8].try_into().unwrap()) & 0x0fff_fffc_0fff_ffff;
+        let hi = u64::from_le_bytes(key[8..16].try_into().unwrap()) & 0x0fff_fffc_0fff_fffc;
+        r[0][l] = lo & M44;
+        r[1][l] = ((lo >> 44) | (hi << 20)) & M44;
+        r[2][l] = hi >> 24;
+    }
+    let r = r.map(|limb| {
+        _mm512_set_epi64(
+            limb[7] as i64,
+            limb[6] as i64,
+            limb[5] as i64,
+            limb[4] as i64,
+            limb[3] as i64,
+            limb[2] as i64,
+            limb[1] as i64,
+            limb[0] as i64,
+        )
+    });
+    let mut st = Lanes {
+        h: [_mm512_setzero_si512(); 3],
+        r,
+        s1: times20(r[1]),
+        s2: times20(r[2]),
+    };
+
+    // Ciphertext blocks every lane has: four blocks a step, transposed in registers.
+    let full = msgs.iter().map(|m| m.len() / 16).min().unwrap_or(0);
+    let mut j = 0;
+    while j + 4 <= full {
+        let rows: [__m512i; 8] =
+            core::array::from_fn(|l| load(msgs[l][16 * j..16 * j + 64].try_into().unwrap()));
+        let w = transpose8(rows);
+        // w[2k] / w[2k+1]: the low / high 64 bits of block j+k of every lane.
+        for k in 0..4 {
+            st.block(w[2 * k], w[2 * k + 1], 0xff);
+        }
+        j += 4;
+    }
+    // The rest lane by lane: whole blocks, the zero-padded partial one, the length block.
+    let blocks: [usize; 8] = core::array::from_fn(|l| msgs[l].len().div_ceil(16) + 1);
+    let rounds = blocks.iter().copied().max().unwrap_or(0);
+    while j < rounds {
+        let mut lo = [0u64; 8];
+        let mut hi = [0u64; 8];
+        let mut active = 0u8;
+        for (l, msg) in msgs.iter().enumerate() {
+            let mut block = [0u8; 16];
+            if j + 1 < blocks[l] {
+                let rest = &msg[16 * j..];
+                let n = rest.len().min(16);
+                block[..n].copy_from_slice(&rest[..n]);
+            } else if j + 1 == blocks[l] {
+                block[8..].copy_from_slice(&(msg.len() as u64).to_le_bytes());
+            } else {
+                continue;
+            }
+            lo[l] = u64::from_le_bytes(block[..8].try_into().unwrap());
+            hi[l] = u64::from_le_bytes(block[8..].try_into().unwrap());
+            active |= 1 << l;
+        }
+        st.block(vector(lo), vector(hi), active);
+        j += 1;
+    }
+
+    let mut h = [[0u64; 8]; 3];
+    for (limb, v) in h.iter_mut().zip(st.h) {
+        store_u64(v, limb);
+    }
+    for l in 0..8 {
+        let s = u128::from_le_bytes(keys[l][16..32].try_into().unwrap());
+        tags[l] = finish([h[0][l], h[1][l], h[2][l]], s).to_le_bytes();
+    }
+}
+
+impl Lanes {
+    /// Absorbs one 16-byte block (`lo`, `hi`, plus the 2^128 bit) in the lanes of `active`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn block(&mut self, lo: __m512i, hi: __m512i, active: u8) {
+        let m44 = _mm512_set1_epi64(M44 as i64);
+        let m42 = _mm512_set1_epi64(M42 as i64);
+        let zero = _mm512_setzero_si512();
+        let [r0, r1, r2] = self.r;
+        let (s1, s2) = (self.s1, self.s2);
+
+        let m0 = _mm512_and_si512(lo, m44);
+        let m1 = _mm512_and_si512(
+            _mm512_or_si512(_mm512_srli_epi64::<44>(lo), _mm512_slli_epi64::<20>(hi)),
+            m44,
+        );
+        let m2 = _mm512_or_si512(_mm512_srli_epi64::<24>(hi), _mm512_set1_epi64(1 << 40));
+        let h0 = _mm512_add_epi64(self.h[0], m0);
+        let h1 = _mm512_add_epi64(self.h[1], m1);
+        let h2 = _mm512_add_epi64(self.h[2], m2);
+
+        // Products by weight: 2^0: h0r0 + 20(h1r2 + h2r1); 2^44: h0r1 + h1r0 + 20 h2r2;
+        // 2^88: h0r2 + h1r1 + h2r0. Each splits into 52-bit low and high halves; separate
+        // accumulators keep the multiply-adds independent of each other.
+        let lo0 = sum3(
+            _mm512_madd52lo_epu64(zero, h0, r0),
+            _mm512_madd52lo_epu64(zero, h1, s2),
+            _mm512_madd52lo_epu64(zero, h2, s1),
+        );
+        let hi0 = sum3(
+            _mm512_madd52hi_epu64(zero, h0, r0),
+            _mm512_madd52hi_epu64(zero, h1, s2),
+            _mm512_madd52hi_epu64(zero, h2, s1),
+        );
+        let lo1 = sum3(
+            _mm512_madd52lo_epu64(zero, h0, r1),
+            _mm512_madd52lo_epu64(zero, h1, r0),
+            _mm512_madd52lo_epu64(zero, h2, s2),
+        );
+        let hi1 = sum3(
+            _mm512_madd52hi_epu64(zero, h0, r1),
+            _mm512_madd52hi_epu64(zero, h1, r0),
+            _mm512_madd52hi_epu64(zero, h2, s2),
+        );
+        let lo2 = sum3(
+            _mm512_madd52lo_epu64(zero, h0, r2),
+            _mm512_madd52lo_epu64(zero, h1, r1),
+            _mm512_madd52lo_epu64(zero, h2, r0),
+        );
+        let hi2 = sum3(
+            _mm512_madd52hi_epu64(zero, h0, r2),
+            _mm512_madd52hi_epu64(zero, h1, r1),
+            _mm512_madd52hi_epu64(zero, h2, r0),
+        );
+        // A high half weighs 2^52 = 2^8 · 2^44 more than its low half: it joins the next limb
+        // shifted by 8. The top limb's high half weighs 2^140 ≡ 5120 (mod 2^130 - 5).
+        let mut d0 = _mm512_add_epi64(
+            lo0,
+            _mm512_add_epi64(_mm512_slli_epi64::<12>(hi2), _mm512_slli_epi64::<10>(hi2)),
+        );
+        let mut d1 = _mm512_add_epi64(lo1, _mm512_slli_epi64::<8>(hi0));
+        let mut d2 = _mm512_add_epi64(lo2, _mm512_slli_epi64::<8>(hi1));
+
+        // Partial carry: limbs back to 44/44/42 bits (the middle one may keep a carry bit).
+        d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
+        d0 = _mm512_and_si512(d0, m44);
+        d2 = _mm512_add_epi64(d2, _mm512_srli_epi64::<44>(d1));
+        d1 = _mm512_and_si512(d1, m44);
+        let c = _mm512_srli_epi64::<42>(d2);
+        d2 = _mm512_and_si512(d2, m42);
+        d0 = _mm512_add_epi64(d0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
+        d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
+        d0 = _mm512_and_si512(d0, m44);
+
+        self.h[0] = _mm512_mask_mov_epi64(self.h[0], active, d0);
+        self.h[1] = _mm512_mask_mov_epi64(self.h[1], active, d1);
+        self.h[2] = _mm512_mask_mov_epi64(self.h[2], active, d2);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sum3(a: __m512i, b: __m512i, c: __m512i) -> __m512i {
+    _mm512_add_epi64(_mm512_add_epi64(a, b), c)
+}
+
+/// 20·x (16x + 4x) for x < 2^45, without AVX-512DQ's 64-bit multiply.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn times20(x: __m512i) -> __m512i {
+    _mm512_add_epi64(_mm512_slli_epi64::<4>(x), _mm512_slli_epi64::<2>(x))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn vector(v: [u64; 8]) -> __m512i {
+    _mm512_set_epi64(
+        v[7] as i64,
+        v[6] as i64,
+        v[5] as i64,
+        v[4] as i64,
+        v[3] as i64,
+        v[2] as i64,
+        v[1] as i64,
+        v[0] as i64,
+    )
+}
+
+/// Rows: lane l's 64 bytes (eight u64 words). Result k: word k of every lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose8(rows: [__m512i; 8]) -> [__m512i; 8] {
+    // Pairs of lanes: even words (lo) and odd words (hi) interleaved per 128-bit quarter.
+    let u_lo: [__m512i; 4] =
+        core::array::from_fn(|p| _mm512_unpacklo_epi64(rows[2 * p], rows[2 * p + 1]));
+    let u_hi: [__m512i; 4] =
+        core::array::from_fn(|p| _mm512_unpackhi_epi64(rows[2 * p], rows[2 * p + 1]));
+    // u_lo[p] quarters hold words 0, 2, 4, 6 of lanes 2p, 2p+1; u_hi[p] words 1, 3, 5, 7.
+    let mut out = [_mm512_setzero_si512(); 8];
+    for (u, base) in [(u_lo, 0), (u_hi, 1)] {
+        // Quarters 0 and 2 (words base, base+4), then 1 and 3 (base+2, base+6).
+        let v01 = _mm512_shuffle_i64x2::<0x88>(u[0], u[1]);
+        let w01 = _mm512_shuffle_i64x2::<0xDD>(u[0], u[1]);
+        let v23 = _mm512_shuffle_i64x2::<0x88>(u[2], u[3]);
+        let w23 = _mm512_shuffle_i64x2::<0xDD>(u[2], u[3]);
+        out[base] = _mm512_shuffle_i64x2::<0x88>(v01, v23);
+        out[base + 4] = _mm512_shuffle_i64x2::<0xDD>(v01, v23);
+        out[base + 2] = _mm512_shuffle_i64x2::<0x88>(w01, w23);
+        out[base + 6] = _mm512_shuffle_i64x2::<0xDD>(w01, w23);
+    }
+    out
+}
+
+/// The final reduction modulo 2^130 - 5 and the addition of `s`, for one lane.
+fn finish(h: [u64; 3], s: u128) -> u128 {
+    let [mut h0, mut h1, mut h2] = h;
+    let mut c = h1 >> 44;
+    h1 &= M44;
+    h2 += c;
+    c = h2 >> 42;
+    h2 &= M42;
+    h0 += c * 5;
+    c = h0 >> 44;
+    h0 &= M44;
+    h1 += c;
+    c = h1 >> 44;
+    h1 &= M44;
+    h2 += c;
+    // g = h + 5 - 2^130; if that is not negative, h was at least p and g is h mod p.
+    let mut g0 = h0 + 5;
+    c = g0 >> 44;
+    g0 &= M44;
+    let mut g1 = h1 + c;
+    c = g1 >> 44;
+    g1 &= M44;
+    let g2 = (h2 + c).wrapping_sub(1 << 42);
+    // All ones when g2 did not go below zero; chosen without a branch on secret data.
+    let take_g = (g2 >> 63).wrapping_sub(1);
+    h0 = (h0 & !take_g) | (g0 & take_g);
+    h1 = (h1 & !take_g) | (g1 & take_g);
+    h2 = (h2 & !take_g) | (g2 & take_g);
+    let acc = (h0 as u128) | ((h1 as u128) << 44) | ((h2 as u128) << 88);
+    acc.wrapping_add(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2^130 - 5 in limbs.
+    const P: [u64; 3] = [M44 - 4, M44, M42];
+
+    #[test]
+    fn final_reduction_at_and_around_the_modulus() {
+        let s = 0x0123_4567_89ab_cdef_0fed_cba9_8765_4321u128;
+        // h = p is 0, p + 3 is 3, p - 1 stays.
+        assert_eq!(finish(P, s), s);
+        assert_eq!(finish([P[0] + 3, P[1], P[2]], s), s.wrapping_add(3));
+        assert_eq!(
+            finish([P[0] - 1, P[1], P[2]], 0),
+            ((P[0] - 1) as u128) | ((P[1] as u128) << 44) | ((P[2] as u128) << 88)
+        );
+        // Unreduced limbs: a carry out of the middle limb, and 2^130 itself (≡ 5).
+        assert_eq!(finish([0, 1 << 44, 0], 0), 1u128 << 88);
+        assert_eq!(finish([0, 0, 1 << 42], 0), 5);
+        // Only the low 128 bits of h + s count.
+        assert_eq!(finish([0, 0, 1 << 40], 1), 1);
+    }
+}
