@@ -6,7 +6,13 @@ use ferrowg_chacha::{open_many, seal_many, Key, Message, TAG_LEN};
 
 fn batches(c: &mut Criterion) {
     let key = Key::new(&[7; 32]);
-    for (count, len) in [(8usize, 1420usize), (64, 1420), (8, 64), (3, 1420), (5, 1420)] {
+    for (count, len) in [
+        (8usize, 1420usize),
+        (64, 1420),
+        (8, 64),
+        (3, 1420),
+        (5, 1420),
+    ] {
         let mut bufs: Vec<Vec<u8>> = (0..count).map(|i| vec![i as u8; len + TAG_LEN]).collect();
         let mut group = c.benchmark_group(format!("{count}x{len}"));
         group.throughput(Throughput::Bytes((count * len) as u64));
@@ -22,10 +28,7 @@ fn batches(c: &mut Criterion) {
                 let mut msgs: Vec<Message> = bufs
                     .iter_mut()
                     .enumerate()
-                    .map(|(i, buf)| Message {
-                        counter: i as u64,
-                        buf,
-                    })
+                    .map(|(i, buf)| Message::new(i as u64, buf))
                     .collect();
                 seal_many(&key, &mut msgs);
             })
@@ -56,10 +59,7 @@ fn batches(c: &mut Criterion) {
                     .enumerate()
                     .map(|(i, buf)| {
                         buf.copy_from_slice(&sealed[i]);
-                        Message {
-                            counter: i as u64,
-                            buf,
-                        }
+                        Message::new(i as u64, buf)
                     })
                     .collect();
                 open_many(&key, &mut msgs, &mut ok);

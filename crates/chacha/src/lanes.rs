@@ -112,14 +112,27 @@ impl<'k> Dealer<'k> {
                 self.poly_keys[dest.msg].copy_from_slice(&ks[..32]);
                 continue;
             }
-            let buf = &mut *msgs[dest.msg].buf;
-            let data_len = buf.len() - TAG_LEN;
+            let msg = &mut msgs[dest.msg];
+            let data_len = msg.buf.len() - TAG_LEN;
             let start = 64 * (dest.block as usize - 1);
-            match buf[start..data_len].first_chunk_mut::<64>() {
-                Some(chunk) => xor64(chunk, ks),
-                None => {
-                    for (d, k) in buf[start..data_len].iter_mut().zip(ks) {
-                        *d ^= k;
+            let end = data_len.min(start + 64);
+            let out = &mut msg.buf[start..end];
+            match msg.plaintext {
+                // In place.
+                None => match out.first_chunk_mut::<64>() {
+                    Some(chunk) => xor64(chunk, ks),
+                    None => out.iter_mut().zip(ks).for_each(|(d, k)| *d ^= k),
+                },
+                // From the plaintext, which ends with zeros up to the buffer's length.
+                Some(src) => {
+                    let src = src.get(start..).unwrap_or_default();
+                    match (out.first_chunk_mut::<64>(), src.first_chunk::<64>()) {
+                        (Some(chunk), Some(src)) => xor64_from(chunk, src, ks),
+                        _ => {
+                            for (i, (d, k)) in out.iter_mut().zip(ks).enumerate() {
+                                *d = k ^ src.get(i).copied().unwrap_or(0);
+                            }
+                        }
                     }
                 }
             }
@@ -144,6 +157,14 @@ impl Drop for Dealer<'_> {
 fn xor64(data: &mut [u8; 64], ks: &[u8; 64]) {
     for (d, k) in data.iter_mut().zip(ks) {
         *d ^= k;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn xor64_from(out: &mut [u8; 64], src: &[u8; 64], ks: &[u8; 64]) {
+    for ((o, s), k) in out.iter_mut().zip(src).zip(ks) {
+        *o = s ^ k;
     }
 }
 

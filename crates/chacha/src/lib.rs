@@ -89,6 +89,21 @@ impl Drop for Key {
 pub struct Message<'a> {
     pub counter: u64,
     pub buf: &'a mut [u8],
+    /// Sealing only: the plaintext is read from here, zero-padded to `buf.len() - 16`, rather
+    /// than from `buf` — the data plane seals straight from the packets it read, without
+    /// copying them in first. At most `buf.len() - 16` bytes.
+    pub plaintext: Option<&'a [u8]>,
+}
+
+impl<'a> Message<'a> {
+    /// A message whose plaintext or ciphertext is in `buf`.
+    pub fn new(counter: u64, buf: &'a mut [u8]) -> Self {
+        Message {
+            counter,
+            buf,
+            plaintext: None,
+        }
+    }
 }
 
 /// The 96-bit nonce of a counter: four zero bytes, then the counter little-endian.
@@ -146,6 +161,11 @@ pub fn seal_many(key: &Key, msgs: &mut [Message<'_>]) {
             msg.buf.len() >= TAG_LEN,
             "a message buffer holds at least the tag"
         );
+        let room = msg.buf.len() - TAG_LEN;
+        assert!(
+            msg.plaintext.is_none_or(|p| p.len() <= room),
+            "plaintext longer than its buffer"
+        );
     }
     let lanes = lanes_enabled();
     for group in msgs.chunks_mut(LANES) {
@@ -156,6 +176,11 @@ pub fn seal_many(key: &Key, msgs: &mut [Message<'_>]) {
             continue;
         }
         for msg in group.iter_mut() {
+            if let Some(p) = msg.plaintext {
+                let room = msg.buf.len() - TAG_LEN;
+                msg.buf[..p.len()].copy_from_slice(p);
+                msg.buf[p.len()..room].fill(0);
+            }
             key.seal_in_place(msg.counter, &[], msg.buf);
         }
     }

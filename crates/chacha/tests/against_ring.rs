@@ -42,7 +42,7 @@ proptest! {
         let mut msgs: Vec<Message> = bufs
             .iter_mut()
             .zip(&batch)
-            .map(|(buf, (counter, _))| Message { counter: *counter, buf })
+            .map(|(buf, (counter, _))| Message::new(*counter, buf))
             .collect();
         seal_many(&k, &mut msgs);
         for ((counter, plaintext), sealed) in batch.iter().zip(&bufs) {
@@ -52,7 +52,7 @@ proptest! {
         let mut msgs: Vec<Message> = bufs
             .iter_mut()
             .zip(&batch)
-            .map(|(buf, (counter, _))| Message { counter: *counter, buf })
+            .map(|(buf, (counter, _))| Message::new(*counter, buf))
             .collect();
         open_many(&k, &mut msgs, &mut ok);
         prop_assert!(ok.iter().all(|&o| o));
@@ -88,7 +88,7 @@ proptest! {
         let mut msgs: Vec<Message> = bufs
             .iter_mut()
             .zip(&counters)
-            .map(|(buf, counter)| Message { counter: *counter, buf })
+            .map(|(buf, counter)| Message::new(*counter, buf))
             .collect();
         open_many(&k, &mut msgs, &mut ok);
         for (i, (ok, tampered)) in ok.iter().zip(&tampered).enumerate() {
@@ -96,6 +96,50 @@ proptest! {
             if *ok {
                 prop_assert_eq!(&bufs[i][..batch[i].1.len()], &batch[i].1[..]);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Sealing from a separate plaintext into a buffer with anything in it, zero-padded up
+    /// to the buffer (as the data plane pads packets to 16 bytes), is ring's seal of the
+    /// padded plaintext.
+    #[test]
+    fn seal_many_from_a_separate_plaintext_pads_with_zeros(
+        (key, batch) in batch_strategy(),
+        pads in proptest::collection::vec(0usize..70, 20),
+        junk in any::<u8>(),
+        in_place in proptest::collection::vec(any::<bool>(), 20),
+    ) {
+        let k = Key::new(&key);
+        let mut bufs: Vec<Vec<u8>> = batch
+            .iter()
+            .zip(&pads)
+            .map(|((_, p), pad)| vec![junk; p.len() + pad + TAG_LEN])
+            .collect();
+        for (((_, p), buf), &in_place) in batch.iter().zip(bufs.iter_mut()).zip(&in_place) {
+            if in_place {
+                buf.fill(0);
+                buf[..p.len()].copy_from_slice(p);
+            }
+        }
+        let mut msgs: Vec<Message> = bufs
+            .iter_mut()
+            .zip(&batch)
+            .zip(&in_place)
+            .map(|((buf, (counter, p)), &in_place)| Message {
+                counter: *counter,
+                buf,
+                plaintext: (!in_place).then_some(&p[..]),
+            })
+            .collect();
+        seal_many(&k, &mut msgs);
+        for (((counter, plaintext), pad), sealed) in batch.iter().zip(&pads).zip(&bufs) {
+            let mut padded = plaintext.clone();
+            padded.resize(plaintext.len() + pad, 0);
+            prop_assert_eq!(sealed, &ring_seal(&key, *counter, &padded));
         }
     }
 }
@@ -111,18 +155,9 @@ fn a_buffer_shorter_than_a_tag_fails_to_open_and_spares_the_others() {
     let mut msgs: Vec<Message> = good
         .iter_mut()
         .enumerate()
-        .map(|(i, buf)| Message {
-            counter: i as u64,
-            buf,
-        })
+        .map(|(i, buf)| Message::new(i as u64, buf))
         .collect();
-    msgs.insert(
-        4,
-        Message {
-            counter: 4,
-            buf: &mut short,
-        },
-    );
+    msgs.insert(4, Message::new(4, &mut short));
     let mut ok = vec![false; msgs.len()];
     open_many(&k, &mut msgs, &mut ok);
     let expected: Vec<bool> = (0..10).map(|i| i != 4).collect();

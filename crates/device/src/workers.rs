@@ -189,8 +189,8 @@ impl Default for SealWork {
 }
 
 impl Work for SealWork {
-    /// Runs of jobs under one key are written first and sealed together: the batch AEAD
-    /// works on several messages at once (`ferrowg_chacha`).
+    /// Runs of jobs under one key are sealed together: the batch AEAD works on several
+    /// messages at once (`ferrowg_chacha`).
     fn crypto(&mut self) {
         let mut first = 0;
         while first < self.jobs.len() {
@@ -200,17 +200,18 @@ impl Work for SealWork {
                 .take_while(|(_, job)| job.same_key(key))
                 .count();
             let jobs = &self.jobs[first..first + run];
+            // Room for the messages first; the AEAD then writes them from the packets.
             let start = self.arena.len();
-            for (i, job) in jobs {
-                let tail = self.arena.tail(job.sealed_len());
-                let len = job.write_plaintext(self.packets.packet(*i), tail);
-                self.arena.commit(job.to, len, self.segments);
+            for (_, job) in jobs {
+                self.arena.tail(job.sealed_len());
+                self.arena.commit(job.to, job.sealed_len(), self.segments);
             }
             let mut rest = self.arena.written_mut(start);
-            seal_group(jobs.iter().map(|(_, job)| {
+            let packets = &self.packets;
+            seal_group(jobs.iter().map(|(i, job)| {
                 let (msg, more) = std::mem::take(&mut rest).split_at_mut(job.sealed_len());
                 rest = more;
-                (job, msg)
+                (job, packets.packet(*i), msg)
             }));
             first += run;
         }

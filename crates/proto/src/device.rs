@@ -161,19 +161,10 @@ impl SealJob {
     /// Seals `packet` into `out[..self.sealed_len()]` and returns that length. Panics if
     /// `out` is shorter (the caller sized it from `sealed_len`).
     pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> usize {
-        self.write_plaintext(packet, out);
-        self.keypair.seal(self.counter, out, self.padded)
-    }
-
-    /// Writes the header and the padded plaintext of the message into
-    /// `out[..self.sealed_len()]` and returns that length; [`seal_group`] then encrypts it
-    /// and writes the tag. Panics if `out` is shorter.
-    pub fn write_plaintext(&self, packet: &[u8], out: &mut [u8]) -> usize {
         let end = TRANSPORT_HEADER_LEN + self.padded;
         out[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len()].copy_from_slice(packet);
         out[TRANSPORT_HEADER_LEN + packet.len()..end].fill(0);
-        self.keypair.write_header(self.counter, out);
-        self.sealed_len()
+        self.keypair.seal(self.counter, out, self.padded)
     }
 
     /// Whether two jobs seal under the same key, so that one [`seal_group`] may take both.
@@ -182,23 +173,27 @@ impl SealJob {
     }
 }
 
-/// Seals a run of messages under one key at once (the AEAD batches them: see
-/// `ferrowg_chacha`). Each item is a job and the `sealed_len()` bytes its
-/// [`SealJob::write_plaintext`] filled. Panics if the jobs do not share a key.
-pub fn seal_group<'a>(mut items: impl Iterator<Item = (&'a SealJob, &'a mut [u8])>) {
+/// Seals a run of packets under one key at once (the AEAD batches them: see
+/// `ferrowg_chacha`), each as [`SealJob::seal`] would, read straight from the packet. Each
+/// item is a job, its packet and the buffer for the message (`sealed_len()` bytes or more;
+/// what it holds does not matter). Panics if the jobs do not share a key.
+pub fn seal_group<'a>(mut items: impl Iterator<Item = (&'a SealJob, &'a [u8], &'a mut [u8])>) {
     loop {
         let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
         let mut key: Option<&Arc<Keypair>> = None;
         let mut n = 0;
-        for (job, buf) in items.by_ref().take(AEAD_LANES) {
+        for (job, packet, out) in items.by_ref().take(AEAD_LANES) {
             assert!(
                 key.is_none_or(|k| Arc::ptr_eq(k, &job.keypair)),
                 "one key per group"
             );
             key = Some(&job.keypair);
+            let (header, sealed) = out[..job.sealed_len()].split_at_mut(TRANSPORT_HEADER_LEN);
+            job.keypair.write_header(job.counter, header);
             msgs[n] = AeadMessage {
                 counter: job.counter,
-                buf: &mut buf[TRANSPORT_HEADER_LEN..job.sealed_len()],
+                buf: sealed,
+                plaintext: Some(packet),
             };
             n += 1;
         }
@@ -231,10 +226,7 @@ pub fn open_group<'a>(
                 true => &mut buf[TRANSPORT_HEADER_LEN..],
                 false => &mut [],
             };
-            msgs[n] = AeadMessage {
-                counter: job.counter,
-                buf: aead_part,
-            };
+            msgs[n] = AeadMessage::new(job.counter, aead_part);
             n += 1;
         }
         let Some(k) = key else { return };
