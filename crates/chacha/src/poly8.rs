@@ -17,10 +17,30 @@ const M42: u64 = (1 << 42) - 1;
 /// The accumulator and the key of eight lanes.
 struct Lanes {
     h: [__m512i; 3],
-    r: [__m512i; 3],
-    /// 20·r1 and 20·r2: a limb product of weight 2^132 is 20 times itself at weight 2^0.
+    /// r, and r² for absorbing two blocks with one reduction.
+    r: Key,
+    r2: Key,
+}
+
+/// A multiplier in radix 2^44, with 20·limb1 and 20·limb2: a limb product of weight 2^132
+/// is 20 times itself at weight 2^0.
+#[derive(Clone, Copy)]
+struct Key {
+    limbs: [__m512i; 3],
     s1: __m512i,
     s2: __m512i,
+}
+
+impl Key {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new(limbs: [__m512i; 3]) -> Key {
+        Key {
+            limbs,
+            s1: times20(limbs[1]),
+            s2: times20(limbs[2]),
+        }
+    }
 }
 
 /// `tags[l]` = Poly1305 of lane `l`'s AEAD input under one-time key `keys[l]`.
@@ -34,23 +54,12 @@ pub fn tags8(keys: &[[u8; 32]; 8], msgs: &[&[u8]; 8], tags: &mut [[u8; 16]; 8]) 
         r[1][l] = ((lo >> 44) | (hi << 20)) & M44;
         r[2][l] = hi >> 24;
     }
-    let r = r.map(|limb| {
-        _mm512_set_epi64(
-            limb[7] as i64,
-            limb[6] as i64,
-            limb[5] as i64,
-            limb[4] as i64,
-            limb[3] as i64,
-            limb[2] as i64,
-            limb[1] as i64,
-            limb[0] as i64,
-        )
-    });
+    let r = Key::new([vector(r[0]), vector(r[1]), vector(r[2])]);
+    let r2 = Key::new(reduce(products(r.limbs, &r)));
     let mut st = Lanes {
         h: [_mm512_setzero_si512(); 3],
         r,
-        s1: times20(r[1]),
-        s2: times20(r[2]),
+        r2,
     };
 
     // Ciphertext blocks every lane has: four blocks a step, transposed in registers.
@@ -61,9 +70,8 @@ pub fn tags8(keys: &[[u8; 32]; 8], msgs: &[&[u8]; 8], tags: &mut [[u8; 16]; 8]) 
             core::array::from_fn(|l| load(msgs[l][16 * j..16 * j + 64].try_into().unwrap()));
         let w = transpose8(rows);
         // w[2k] / w[2k+1]: the low / high 64 bits of block j+k of every lane.
-        for k in 0..4 {
-            st.block(w[2 * k], w[2 * k + 1], 0xff);
-        }
+        st.two_blocks([w[0], w[1]], [w[2], w[3]]);
+        st.two_blocks([w[4], w[5]], [w[6], w[7]]);
         j += 4;
     }
     // The rest lane by lane: whole blocks, the zero-padded partial one, the length block.
@@ -103,83 +111,119 @@ pub fn tags8(keys: &[[u8; 32]; 8], msgs: &[&[u8]; 8], tags: &mut [[u8; 16]; 8]) 
 }
 
 impl Lanes {
-    /// Absorbs one 16-byte block (`lo`, `hi`, plus the 2^128 bit) in the lanes of `active`.
+    /// Absorbs one 16-byte block (`lo`, `hi`, plus the 2^128 bit) in the lanes of `active`:
+    /// h = (h + m)·r.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn block(&mut self, lo: __m512i, hi: __m512i, active: u8) {
-        let m44 = _mm512_set1_epi64(M44 as i64);
-        let m42 = _mm512_set1_epi64(M42 as i64);
-        let zero = _mm512_setzero_si512();
-        let [r0, r1, r2] = self.r;
-        let (s1, s2) = (self.s1, self.s2);
+        let m = limbs(lo, hi);
+        let sum = core::array::from_fn(|i| _mm512_add_epi64(self.h[i], m[i]));
+        let d = reduce(products(sum, &self.r));
+        for (h, d) in self.h.iter_mut().zip(d) {
+            *h = _mm512_mask_mov_epi64(*h, active, d);
+        }
+    }
 
-        let m0 = _mm512_and_si512(lo, m44);
-        let m1 = _mm512_and_si512(
+    /// Absorbs two consecutive blocks in every lane with one reduction:
+    /// h = (h + m0)·r² + m1·r, which is ((h + m0)·r + m1)·r.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn two_blocks(&mut self, b0: [__m512i; 2], b1: [__m512i; 2]) {
+        let m0 = limbs(b0[0], b0[1]);
+        let m1 = limbs(b1[0], b1[1]);
+        let sum = core::array::from_fn(|i| _mm512_add_epi64(self.h[i], m0[i]));
+        let p = products(sum, &self.r2);
+        let q = products(m1, &self.r);
+        self.h = reduce(core::array::from_fn(|i| _mm512_add_epi64(p[i], q[i])));
+    }
+}
+
+/// A block's limbs, with the 2^128 bit.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn limbs(lo: __m512i, hi: __m512i) -> [__m512i; 3] {
+    let m44 = _mm512_set1_epi64(M44 as i64);
+    [
+        _mm512_and_si512(lo, m44),
+        _mm512_and_si512(
             _mm512_or_si512(_mm512_srli_epi64::<44>(lo), _mm512_slli_epi64::<20>(hi)),
             m44,
-        );
-        let m2 = _mm512_or_si512(_mm512_srli_epi64::<24>(hi), _mm512_set1_epi64(1 << 40));
-        let h0 = _mm512_add_epi64(self.h[0], m0);
-        let h1 = _mm512_add_epi64(self.h[1], m1);
-        let h2 = _mm512_add_epi64(self.h[2], m2);
+        ),
+        _mm512_or_si512(_mm512_srli_epi64::<24>(hi), _mm512_set1_epi64(1 << 40)),
+    ]
+}
 
-        // Products by weight: 2^0: h0r0 + 20(h1r2 + h2r1); 2^44: h0r1 + h1r0 + 20 h2r2;
-        // 2^88: h0r2 + h1r1 + h2r0. Each splits into 52-bit low and high halves; separate
-        // accumulators keep the multiply-adds independent of each other.
-        let lo0 = sum3(
-            _mm512_madd52lo_epu64(zero, h0, r0),
-            _mm512_madd52lo_epu64(zero, h1, s2),
-            _mm512_madd52lo_epu64(zero, h2, s1),
-        );
-        let hi0 = sum3(
-            _mm512_madd52hi_epu64(zero, h0, r0),
-            _mm512_madd52hi_epu64(zero, h1, s2),
-            _mm512_madd52hi_epu64(zero, h2, s1),
-        );
-        let lo1 = sum3(
-            _mm512_madd52lo_epu64(zero, h0, r1),
-            _mm512_madd52lo_epu64(zero, h1, r0),
-            _mm512_madd52lo_epu64(zero, h2, s2),
-        );
-        let hi1 = sum3(
-            _mm512_madd52hi_epu64(zero, h0, r1),
-            _mm512_madd52hi_epu64(zero, h1, r0),
-            _mm512_madd52hi_epu64(zero, h2, s2),
-        );
-        let lo2 = sum3(
-            _mm512_madd52lo_epu64(zero, h0, r2),
-            _mm512_madd52lo_epu64(zero, h1, r1),
-            _mm512_madd52lo_epu64(zero, h2, r0),
-        );
-        let hi2 = sum3(
-            _mm512_madd52hi_epu64(zero, h0, r2),
-            _mm512_madd52hi_epu64(zero, h1, r1),
-            _mm512_madd52hi_epu64(zero, h2, r0),
-        );
-        // A high half weighs 2^52 = 2^8 · 2^44 more than its low half: it joins the next limb
-        // shifted by 8. The top limb's high half weighs 2^140 ≡ 5120 (mod 2^130 - 5).
-        let mut d0 = _mm512_add_epi64(
-            lo0,
-            _mm512_add_epi64(_mm512_slli_epi64::<12>(hi2), _mm512_slli_epi64::<10>(hi2)),
-        );
-        let mut d1 = _mm512_add_epi64(lo1, _mm512_slli_epi64::<8>(hi0));
-        let mut d2 = _mm512_add_epi64(lo2, _mm512_slli_epi64::<8>(hi1));
+/// The limb products of a·k, by weight, split into 52-bit halves: [lo0, hi0, lo1, hi1, lo2,
+/// hi2]. Weight 2^0: a0k0 + 20(a1k2 + a2k1); weight 2^44: a0k1 + a1k0 + 20 a2k2; weight
+/// 2^88: a0k2 + a1k1 + a2k0. Separate accumulators keep the multiply-adds independent of
+/// each other. `a`'s limbs must be below 2^52.
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn products(a: [__m512i; 3], k: &Key) -> [__m512i; 6] {
+    let zero = _mm512_setzero_si512();
+    let [a0, a1, a2] = a;
+    let [k0, k1, k2] = k.limbs;
+    let (s1, s2) = (k.s1, k.s2);
+    [
+        sum3(
+            _mm512_madd52lo_epu64(zero, a0, k0),
+            _mm512_madd52lo_epu64(zero, a1, s2),
+            _mm512_madd52lo_epu64(zero, a2, s1),
+        ),
+        sum3(
+            _mm512_madd52hi_epu64(zero, a0, k0),
+            _mm512_madd52hi_epu64(zero, a1, s2),
+            _mm512_madd52hi_epu64(zero, a2, s1),
+        ),
+        sum3(
+            _mm512_madd52lo_epu64(zero, a0, k1),
+            _mm512_madd52lo_epu64(zero, a1, k0),
+            _mm512_madd52lo_epu64(zero, a2, s2),
+        ),
+        sum3(
+            _mm512_madd52hi_epu64(zero, a0, k1),
+            _mm512_madd52hi_epu64(zero, a1, k0),
+            _mm512_madd52hi_epu64(zero, a2, s2),
+        ),
+        sum3(
+            _mm512_madd52lo_epu64(zero, a0, k2),
+            _mm512_madd52lo_epu64(zero, a1, k1),
+            _mm512_madd52lo_epu64(zero, a2, k0),
+        ),
+        sum3(
+            _mm512_madd52hi_epu64(zero, a0, k2),
+            _mm512_madd52hi_epu64(zero, a1, k1),
+            _mm512_madd52hi_epu64(zero, a2, k0),
+        ),
+    ]
+}
 
-        // Partial carry: limbs back to 44/44/42 bits (the middle one may keep a carry bit).
-        d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
-        d0 = _mm512_and_si512(d0, m44);
-        d2 = _mm512_add_epi64(d2, _mm512_srli_epi64::<44>(d1));
-        d1 = _mm512_and_si512(d1, m44);
-        let c = _mm512_srli_epi64::<42>(d2);
-        d2 = _mm512_and_si512(d2, m42);
-        d0 = _mm512_add_epi64(d0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
-        d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
-        d0 = _mm512_and_si512(d0, m44);
-
-        self.h[0] = _mm512_mask_mov_epi64(self.h[0], active, d0);
-        self.h[1] = _mm512_mask_mov_epi64(self.h[1], active, d1);
-        self.h[2] = _mm512_mask_mov_epi64(self.h[2], active, d2);
-    }
+/// Products (possibly the sum of two sets) back to limbs of 44/44/42 bits (the middle one may
+/// keep a carry bit), modulo 2^130 - 5.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce(p: [__m512i; 6]) -> [__m512i; 3] {
+    let m44 = _mm512_set1_epi64(M44 as i64);
+    let m42 = _mm512_set1_epi64(M42 as i64);
+    let [lo0, hi0, lo1, hi1, lo2, hi2] = p;
+    // A high half weighs 2^52 = 2^8 · 2^44 more than its low half: it joins the next limb
+    // shifted by 8. The top limb's high half weighs 2^140 ≡ 5120 (mod 2^130 - 5).
+    let mut d0 = _mm512_add_epi64(
+        lo0,
+        _mm512_add_epi64(_mm512_slli_epi64::<12>(hi2), _mm512_slli_epi64::<10>(hi2)),
+    );
+    let mut d1 = _mm512_add_epi64(lo1, _mm512_slli_epi64::<8>(hi0));
+    let mut d2 = _mm512_add_epi64(lo2, _mm512_slli_epi64::<8>(hi1));
+    d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
+    d0 = _mm512_and_si512(d0, m44);
+    d2 = _mm512_add_epi64(d2, _mm512_srli_epi64::<44>(d1));
+    d1 = _mm512_and_si512(d1, m44);
+    let c = _mm512_srli_epi64::<42>(d2);
+    d2 = _mm512_and_si512(d2, m42);
+    d0 = _mm512_add_epi64(d0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
+    d1 = _mm512_add_epi64(d1, _mm512_srli_epi64::<44>(d0));
+    d0 = _mm512_and_si512(d0, m44);
+    [d0, d1, d2]
 }
 
 #[inline]
