@@ -191,6 +191,10 @@ pub fn seal_many(key: &Key, msgs: &mut [Message<'_>]) {
 /// unspecified state, as ring leaves it.
 pub fn open_many(key: &Key, msgs: &mut [Message<'_>], ok: &mut [bool]) {
     assert_eq!(msgs.len(), ok.len());
+    // `plaintext` means nothing here; the kernels would read it.
+    for msg in msgs.iter_mut() {
+        msg.plaintext = None;
+    }
     let lanes = lanes_enabled();
     for (group, ok) in msgs.chunks_mut(LANES).zip(ok.chunks_mut(LANES)) {
         #[cfg(target_arch = "x86_64")]

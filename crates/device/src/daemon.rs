@@ -1026,7 +1026,8 @@ pub fn run(opts: Options) -> i32 {
         let name = opts.ifname.clone();
         std::thread::spawn(move || mtu_watch(sh, name));
     }
-    if std::env::var_os("FERROWG_NO_AVX512").is_some() {
+    // Any non-empty value: ring one message at a time instead of the batch kernels.
+    if std::env::var_os("FERROWG_NO_AVX512").is_some_and(|v| !v.is_empty()) {
         ferrowg_chacha::disable();
     }
     log.verbose(format!(
