@@ -15,6 +15,10 @@ documents where every byte came from and regenerates them identically.
 * engine_receive: small programs in the target's own format (see the target's docs): a live
   session exercised with real traffic, replays, mutations of real messages, timers, load and
   PSK changes.
+* aead_batch: a key, the byte that picks which message to change, then per message a LE16
+  length, a LE64 counter and a mode byte (bit 0: sealed from a separate plaintext; bits 1-6:
+  padding) followed by its plaintext: eight 1420-byte packets (the data plane's usual run),
+  and small messages (keepalives, ACKs) with counters near the top.
 """
 
 import os
@@ -310,6 +314,22 @@ ENGINE = {
 }
 
 
+def aead_message(length, counter, mode, body):
+    return length.to_bytes(2, "little") + counter.to_bytes(8, "little") + bytes([mode]) + body
+
+
+AEAD_BATCH = {
+    "eight-mtu-packets": bytes(range(32))
+    + b"\x07"
+    + b"".join(aead_message(1420, 1000 + i, (i & 1) | (4 << 1), bytes([i]) * 1420) for i in range(8)),
+    "small-mixed": bytes(range(32))[::-1]
+    + b"\x01"
+    + b"".join(
+        aead_message(n, 2**64 - 2 - i, i * 3, bytes(n)) for i, n in enumerate([0, 40, 52, 64, 65, 127])
+    ),
+}
+
+
 def write(target, name, data):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
@@ -350,6 +370,9 @@ def main():
 
     for name, data in ENGINE.items():
         write("engine_receive", name, data)
+
+    for name, data in AEAD_BATCH.items():
+        write("aead_batch", name, data)
 
 
 if __name__ == "__main__":
