@@ -50,11 +50,13 @@ pub fn open(key: &Key, msgs: &mut [Message<'_>], ok: &mut [bool]) {
         }
     }
     dealer.flush(msgs);
-    let tags = macs(&dealer.poly_keys, msgs);
+    let mut tags = macs(&dealer.poly_keys, msgs);
     for ((msg, tag), ok) in msgs.iter().zip(&tags).zip(ok.iter_mut()) {
         let n = msg.buf.len();
         *ok = n >= TAG_LEN && equal_tags(tag, &msg.buf[n - TAG_LEN..]);
     }
+    // For a forged message this is the tag its ciphertext should have had.
+    wipe(&mut tags);
     // Only the authentic ones are decrypted.
     for i in 0..msgs.len() {
         if ok[i] {
@@ -168,7 +170,7 @@ fn xor64_from(out: &mut [u8; 64], src: &[u8; 64], ks: &[u8; 64]) {
     }
 }
 
-/// The tags of the messages' ciphertexts; lanes without a message repeat the first one.
+/// The tags of the messages' ciphertexts; lanes without a message repeat the last one.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn macs(poly_keys: &[[u8; 32]; LANES], msgs: &[Message<'_>]) -> [[u8; 16]; LANES] {
     let text = |i: usize| {
@@ -176,10 +178,17 @@ fn macs(poly_keys: &[[u8; 32]; LANES], msgs: &[Message<'_>]) -> [[u8; 16]; LANES
         &buf[..buf.len().saturating_sub(TAG_LEN)]
     };
     let texts: [&[u8]; LANES] = core::array::from_fn(text);
-    let keys: [[u8; 32]; LANES] = core::array::from_fn(|i| poly_keys[i.min(msgs.len() - 1)]);
+    let mut keys: [[u8; 32]; LANES] = core::array::from_fn(|i| poly_keys[i.min(msgs.len() - 1)]);
     let mut tags = [[0u8; 16]; LANES];
     tags8(&keys, &texts, &mut tags);
+    wipe(&mut keys);
     tags
+}
+
+/// Clears a stack copy of key material (plain stores kept by `black_box`, as in `Dealer`).
+fn wipe<T: Copy + Default, const N: usize>(secret: &mut [T; N]) {
+    *secret = [T::default(); N];
+    core::hint::black_box(secret);
 }
 
 /// Compares two tags in time that does not depend on where they differ.

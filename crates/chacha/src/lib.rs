@@ -167,6 +167,7 @@ pub fn seal_many(key: &Key, msgs: &mut [Message<'_>]) {
             "plaintext longer than its buffer"
         );
     }
+    #[cfg(target_arch = "x86_64")]
     let lanes = lanes_enabled();
     for group in msgs.chunks_mut(LANES) {
         #[cfg(target_arch = "x86_64")]
@@ -195,6 +196,7 @@ pub fn open_many(key: &Key, msgs: &mut [Message<'_>], ok: &mut [bool]) {
     for msg in msgs.iter_mut() {
         msg.plaintext = None;
     }
+    #[cfg(target_arch = "x86_64")]
     let lanes = lanes_enabled();
     for (group, ok) in msgs.chunks_mut(LANES).zip(ok.chunks_mut(LANES)) {
         #[cfg(target_arch = "x86_64")]

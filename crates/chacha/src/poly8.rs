@@ -46,15 +46,17 @@ impl Key {
 /// `tags[l]` = Poly1305 of lane `l`'s AEAD input under one-time key `keys[l]`.
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn tags8(keys: &[[u8; 32]; 8], msgs: &[&[u8]; 8], tags: &mut [[u8; 16]; 8]) {
-    let mut r = [[0u64; 8]; 3];
+    let mut r_limbs = [[0u64; 8]; 3];
     for (l, key) in keys.iter().enumerate() {
         let lo = u64::from_le_bytes(key[0..8].try_into().unwrap()) & 0x0fff_fffc_0fff_ffff;
         let hi = u64::from_le_bytes(key[8..16].try_into().unwrap()) & 0x0fff_fffc_0fff_fffc;
-        r[0][l] = lo & M44;
-        r[1][l] = ((lo >> 44) | (hi << 20)) & M44;
-        r[2][l] = hi >> 24;
+        r_limbs[0][l] = lo & M44;
+        r_limbs[1][l] = ((lo >> 44) | (hi << 20)) & M44;
+        r_limbs[2][l] = hi >> 24;
     }
-    let r = Key::new([vector(r[0]), vector(r[1]), vector(r[2])]);
+    let r = Key::new([vector(r_limbs[0]), vector(r_limbs[1]), vector(r_limbs[2])]);
+    r_limbs.iter_mut().for_each(|limb| *limb = [0; 8]);
+    core::hint::black_box(&mut r_limbs);
     let r2 = Key::new(reduce(products(r.limbs, &r)));
     let mut st = Lanes {
         h: [_mm512_setzero_si512(); 3],

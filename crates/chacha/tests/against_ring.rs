@@ -168,8 +168,11 @@ fn a_buffer_shorter_than_a_tag_fails_to_open_and_spares_the_others() {
 fn kernels_are_on_where_the_cpu_has_them_and_off_when_disabled() {
     // Whether this machine runs the kernels or only ring, say so: the proptests above cover
     // whichever path it has.
+    #[cfg(target_arch = "x86_64")]
     let cpu =
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512ifma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let cpu = false;
     assert_eq!(lanes_enabled(), cpu);
     eprintln!(
         "multi-buffer kernels: {}",
