@@ -106,11 +106,16 @@ impl<'a> Message<'a> {
     }
 }
 
-/// The 96-bit nonce of a counter: four zero bytes, then the counter little-endian.
-fn nonce(counter: u64) -> aead::Nonce {
+/// The 96-bit ChaCha20-Poly1305 nonce for a 64-bit counter: four zero bytes then LE64.
+#[inline]
+pub fn nonce_bytes(counter: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_le_bytes());
-    aead::Nonce::assume_unique_for_key(n)
+    n
+}
+
+fn nonce(counter: u64) -> aead::Nonce {
+    aead::Nonce::assume_unique_for_key(nonce_bytes(counter))
 }
 
 const UNKNOWN: u8 = 0;

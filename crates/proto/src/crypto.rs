@@ -83,13 +83,8 @@ pub fn kdf<const N: usize>(chaining_key: &[u8; 32], input: &[u8]) -> [[u8; 32]; 
     out
 }
 
-/// The 96-bit ChaCha20-Poly1305 nonce for a 64-bit counter: four zero bytes then LE64.
-#[inline]
-pub fn nonce_bytes(counter: u64) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&counter.to_le_bytes());
-    n
-}
+/// The 96-bit ChaCha20-Poly1305 nonce for a 64-bit counter (the one the AEAD uses).
+pub use ferrowg_chacha::nonce_bytes;
 
 /// Error from an AEAD open: the tag did not verify or the input was shorter than a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

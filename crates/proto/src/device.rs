@@ -177,66 +177,69 @@ impl SealJob {
 /// `ferrowg_chacha`), each as [`SealJob::seal`] would, read straight from the packet. Each
 /// item is a job, its packet and the buffer for the message (`sealed_len()` bytes or more;
 /// what it holds does not matter). Panics if the jobs do not share a key.
-pub fn seal_group<'a>(mut items: impl Iterator<Item = (&'a SealJob, &'a [u8], &'a mut [u8])>) {
-    loop {
-        let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
-        let mut key: Option<&Arc<Keypair>> = None;
-        let mut n = 0;
-        for (job, packet, out) in items.by_ref().take(AEAD_LANES) {
-            assert!(
-                key.is_none_or(|k| Arc::ptr_eq(k, &job.keypair)),
-                "one key per group"
-            );
-            key = Some(&job.keypair);
-            let (header, sealed) = out[..job.sealed_len()].split_at_mut(TRANSPORT_HEADER_LEN);
-            job.keypair.write_header(job.counter, header);
-            msgs[n] = AeadMessage {
-                counter: job.counter,
-                buf: sealed,
-                plaintext: Some(packet),
-            };
-            n += 1;
-        }
-        match key {
-            Some(k) => k.seal_many(&mut msgs[..n]),
-            None => return,
-        }
-    }
+pub fn seal_group<'a>(items: impl Iterator<Item = (&'a SealJob, &'a [u8], &'a mut [u8])>) {
+    let messages = items.map(|(job, packet, out)| {
+        let (header, sealed) = out[..job.sealed_len()].split_at_mut(TRANSPORT_HEADER_LEN);
+        job.keypair.write_header(job.counter, header);
+        let msg = AeadMessage {
+            counter: job.counter,
+            buf: sealed,
+            plaintext: Some(packet),
+        };
+        (&job.keypair, msg)
+    });
+    by_lanes(messages, |key, msgs| key.seal_many(msgs));
 }
 
 /// Opens a run of transport messages under one key at once: each item is a job and its
 /// whole message. `done` gets each message's result in order, as [`OpenJob::open`] would
 /// return it. Panics if the jobs do not share a key.
 pub fn open_group<'a>(
-    mut items: impl Iterator<Item = (&'a OpenJob, &'a mut [u8])>,
+    items: impl Iterator<Item = (&'a OpenJob, &'a mut [u8])>,
     mut done: impl FnMut(Result<usize, DropReason>),
 ) {
-    loop {
-        let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
-        let mut key: Option<&Arc<Keypair>> = None;
-        let mut n = 0;
-        for (job, buf) in items.by_ref().take(AEAD_LANES) {
-            assert!(
-                key.is_none_or(|k| Arc::ptr_eq(k, &job.keypair)),
-                "one key per group"
-            );
-            key = Some(&job.keypair);
-            // Shorter than a header and a tag: an empty AEAD part, which fails to open.
-            let aead_part: &mut [u8] = match buf.len() >= TRANSPORT_OVERHEAD {
-                true => &mut buf[TRANSPORT_HEADER_LEN..],
-                false => &mut [],
-            };
-            msgs[n] = AeadMessage::new(job.counter, aead_part);
-            n += 1;
-        }
-        let Some(k) = key else { return };
+    let messages = items.map(|(job, buf)| {
+        // Shorter than a header and a tag: an empty AEAD part, which fails to open.
+        let aead_part: &mut [u8] = match buf.len() >= TRANSPORT_OVERHEAD {
+            true => &mut buf[TRANSPORT_HEADER_LEN..],
+            false => &mut [],
+        };
+        (&job.keypair, AeadMessage::new(job.counter, aead_part))
+    });
+    by_lanes(messages, |key, msgs| {
         let mut ok = [false; AEAD_LANES];
-        k.open_many(&mut msgs[..n], &mut ok[..n]);
-        for (msg, ok) in msgs[..n].iter().zip(ok) {
+        key.open_many(msgs, &mut ok[..msgs.len()]);
+        for (msg, ok) in msgs.iter().zip(ok) {
             done(match ok {
                 true => Ok(msg.buf.len() - TAG_LEN),
                 false => Err(DropReason::DecryptFailed),
             });
+        }
+    });
+}
+
+/// Hands `messages` to `aead` a stack array of up to [`AEAD_LANES`] at a time (no allocation
+/// per packet), checking that they all belong to one keypair.
+fn by_lanes<'a>(
+    mut messages: impl Iterator<Item = (&'a Arc<Keypair>, AeadMessage<'a>)>,
+    mut aead: impl FnMut(&Keypair, &mut [AeadMessage<'a>]),
+) {
+    let mut key: Option<&Arc<Keypair>> = None;
+    loop {
+        let mut msgs: [AeadMessage<'a>; AEAD_LANES] = Default::default();
+        let mut n = 0;
+        for (keypair, msg) in messages.by_ref().take(AEAD_LANES) {
+            assert!(
+                key.is_none_or(|k| Arc::ptr_eq(k, keypair)),
+                "one key per group"
+            );
+            key = Some(keypair);
+            msgs[n] = msg;
+            n += 1;
+        }
+        match (n, key) {
+            (1.., Some(k)) => aead(k, &mut msgs[..n]),
+            _ => return,
         }
     }
 }

@@ -64,11 +64,7 @@ impl Keypair {
     /// length (`padded_len + 32`).
     pub fn seal(&self, counter: u64, buf: &mut [u8], padded_len: usize) -> usize {
         let total = TRANSPORT_HEADER_LEN + padded_len + TAG_LEN;
-        TransportHeader {
-            receiver: self.remote_index,
-            counter,
-        }
-        .write(buf);
+        self.write_header(counter, buf);
         self.sending
             .seal_in_place(counter, &[], &mut buf[TRANSPORT_HEADER_LEN..total]);
         total
@@ -83,8 +79,8 @@ impl Keypair {
         .write(buf);
     }
 
-    /// Seals the encrypted parts (`buf[16..]` of each message) of messages whose headers and
-    /// padded plaintexts are written.
+    /// Seals the encrypted parts (`buf[16..]`) of transport messages whose headers are
+    /// written; see [`AeadKey::seal_many`].
     pub fn seal_many(&self, msgs: &mut [AeadMessage<'_>]) {
         self.sending.seal_many(msgs)
     }
