@@ -359,7 +359,7 @@ impl TunSide {
     /// Handles what is queued now, without waiting; whether there was anything.
     fn step_nonblocking(&mut self) -> io::Result<bool> {
         let mut work = self.spare.get().unwrap_or_default();
-        let n = self.reader.try_read_batch(&mut work.packets)?.unwrap_or(0);
+        let n = self.reader.try_read(&mut work.packets)?.unwrap_or(0);
         Ok(self.handle(work, n))
     }
 
@@ -952,6 +952,11 @@ pub fn run(opts: Options) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("Failed to bind UDP sockets: {e}")),
     };
+    // Any non-empty value: ring one message at a time instead of the batch kernels. Read
+    // before any data-plane thread starts, so that none seals a packet with the kernels.
+    if std::env::var_os("FERROWG_NO_AVX512").is_some_and(|v| !v.is_empty()) {
+        ferrowg_chacha::disable();
+    }
     let worker_count = crate::workers::workers_from_env();
     let one_loop = one_loop_from_env(worker_count == 0);
     // Before the privilege drop, which takes the right to raise our priority with it.
@@ -1025,10 +1030,6 @@ pub fn run(opts: Options) -> i32 {
         let sh = shared.clone();
         let name = opts.ifname.clone();
         std::thread::spawn(move || mtu_watch(sh, name));
-    }
-    // Any non-empty value: ring one message at a time instead of the batch kernels.
-    if std::env::var_os("FERROWG_NO_AVX512").is_some_and(|v| !v.is_empty()) {
-        ferrowg_chacha::disable();
     }
     log.verbose(format!(
         "Device started (TUN offload: {}, UDP GSO segments: {}, batch AEAD: {}, data plane: {}{})",

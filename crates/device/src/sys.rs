@@ -7,47 +7,7 @@ use std::os::fd::RawFd;
 /// Waits until `fd` is readable or `timeout_ms` passes. Returns true if readable (or in an
 /// error/hang-up state, which the following read will report).
 pub fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(rc > 0)
-}
-
-/// Waits until `a` or `b` is readable or `timeout_ms` passes; returns which are.
-pub fn wait_readable2(a: RawFd, b: RawFd, timeout_ms: i32) -> io::Result<(bool, bool)> {
-    let mut pfds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: two valid pollfds for the duration of the call.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok((false, false));
-        }
-        return Err(e);
-    }
-    Ok((pfds[0].revents != 0, pfds[1].revents != 0))
+    Ok(wait_readable_any(&[fd], timeout_ms)?[0])
 }
 
 /// Waits until one of `fds` (at most 4) is readable or `timeout_ms` passes; returns which are.

@@ -142,8 +142,8 @@ impl TunReader {
         if let Some(n) = self.try_read(batch)? {
             return Ok(n);
         }
-        let (readable, woken) =
-            sys::wait_readable2(self.dev.raw_fd(), wake.as_raw_fd(), timeout_ms)?;
+        let [readable, woken, ..] =
+            sys::wait_readable_any(&[self.dev.raw_fd(), wake.as_raw_fd()], timeout_ms)?;
         if woken {
             while wake.recv(&mut [0u8; 16]).is_ok() {}
         }
@@ -153,17 +153,12 @@ impl TunReader {
         Ok(self.try_read(batch)?.unwrap_or(0))
     }
 
-    /// The packets queued now, without waiting (the single I/O loop polls for itself).
-    pub fn try_read_batch(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
-        self.try_read(batch)
-    }
-
     /// Non-blocking reads into `batch`; `None` when the queue was empty. A super-packet
     /// (TSO) fills a batch by itself and is passed on at once; packets that come one per
     /// read (UDP, ACKs, anything small) are gathered while more are queued and room for a
     /// full split remains, so that they are sealed and sent together (one GSO send instead
-    /// of one system call each).
-    fn try_read(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
+    /// of one system call each). The single I/O loop calls it directly and polls for itself.
+    pub fn try_read(&mut self, batch: &mut PacketBatch) -> io::Result<Option<usize>> {
         match &*self.dev {
             TunDevice::Offload(d) => {
                 let mut n = 0;
