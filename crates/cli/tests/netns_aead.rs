@@ -34,16 +34,7 @@ fn batch_aead_and_ring_interoperate_and_the_log_says_which_runs() {
             ..PairOptions::default()
         },
     );
-    for family in [Family::V4, Family::V6] {
-        assert!(
-            ping(&pair.a.ns, pair.b.inner(family), 3),
-            "ping a → b ({family:?})"
-        );
-        assert!(
-            ping(&pair.b.ns, pair.a.inner(family), 3),
-            "ping b → a ({family:?})"
-        );
-    }
+    assert_pings_both_ways(&pair);
     let ab = tcp_transfer(&pair.b.ns, pair.b.inner(Family::V4), &pair.a.ns, 32 << 20);
     assert!(ab.received_ok, "TCP a → b: {:?}", ab.error);
     let ba = tcp_transfer(&pair.a.ns, pair.a.inner(Family::V6), &pair.b.ns, 32 << 20);

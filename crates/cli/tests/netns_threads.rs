@@ -43,16 +43,7 @@ fn options(env: &[(&str, &str)]) -> PairOptions {
 }
 
 fn assert_traffic(pair: &TunnelPair) {
-    for family in [Family::V4, Family::V6] {
-        assert!(
-            ping(&pair.a.ns, pair.b.inner(family), 3),
-            "ping a → b ({family:?}) failed"
-        );
-        assert!(
-            ping(&pair.b.ns, pair.a.inner(family), 3),
-            "ping b → a ({family:?}) failed"
-        );
-    }
+    assert_pings_both_ways(pair);
     let t = tcp_transfer(&pair.b.ns, pair.b.inner(Family::V4), &pair.a.ns, 8 << 20);
     assert!(t.received_ok, "TCP a → b: {:?}", t.error);
 }

@@ -2196,3 +2196,18 @@ pub fn check_mirror(what: &str, sent: u64, received: u64, dropped: u64) {
         sent as i64 - received as i64
     );
 }
+
+/// Pings through the tunnel both ways over both inner families; panics naming the one that
+/// failed.
+pub fn assert_pings_both_ways(pair: &TunnelPair) {
+    for family in [Family::V4, Family::V6] {
+        assert!(
+            ping(&pair.a.ns, pair.b.inner(family), 3),
+            "ping a → b ({family:?}) failed"
+        );
+        assert!(
+            ping(&pair.b.ns, pair.a.inner(family), 3),
+            "ping b → a ({family:?}) failed"
+        );
+    }
+}
