@@ -1033,7 +1033,11 @@ pub fn run(opts: Options) -> i32 {
     }
     log.verbose(format!(
         "Device started (TUN offload: {}, UDP GSO segments: {}, batch AEAD: {}, data plane: {}{})",
-        if tun.offload() { "on" } else { "off" },
+        match (tun.offload(), tun.udp_offload()) {
+            (true, true) => "TCP, UDP",
+            (true, false) => "TCP",
+            _ => "off",
+        },
         max_segments(&shared.lock()),
         if ferrowg_chacha::lanes_enabled() {
             "AVX-512"

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod daemon;
+pub mod gro;
 pub mod icmp;
 pub mod log;
 pub mod pipeline;

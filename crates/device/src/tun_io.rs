@@ -10,12 +10,13 @@
 //! supervisor through `WG_TUN_FD`, whose framing cannot be changed), the same interface reads
 //! and writes one packet per system call.
 
+use crate::gro::{Gro, VNET_HDR_LEN};
 use crate::sys;
 use crate::tun::Tun;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use tun_rs::{GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// Largest packet the tunnel carries (the TUN MTU can be set up to this).
 pub const MAX_PACKET: usize = 65_535;
@@ -28,7 +29,8 @@ pub enum TunDevice {
 impl TunDevice {
     /// Creates the interface, with offloads unless disabled or refused.
     pub fn create(name: &str, mtu: u16) -> io::Result<TunDevice> {
-        let want_offload = std::env::var_os("FERROWG_NO_TUN_OFFLOAD").is_none();
+        // Empty counts as unset, as for the other switches.
+        let want_offload = std::env::var_os("FERROWG_NO_TUN_OFFLOAD").is_none_or(|v| v.is_empty());
         if want_offload {
             let built = tun_rs::DeviceBuilder::new()
                 .name(name)
@@ -57,6 +59,11 @@ impl TunDevice {
 
     pub fn offload(&self) -> bool {
         matches!(self, TunDevice::Offload(_))
+    }
+
+    /// Whether the kernel also takes UDP super-packets (USO, Linux 6.2+).
+    pub fn udp_offload(&self) -> bool {
+        matches!(self, TunDevice::Offload(d) if d.udp_gso())
     }
 }
 
@@ -207,69 +214,48 @@ impl TunReader {
 }
 
 /// The writing side: packets are queued with `push` and written by `flush`, coalesced into
-/// super-packets where offloads allow.
+/// super-packets (`gro`) where offloads allow.
 pub struct TunWriter {
     dev: Arc<TunDevice>,
     plain: Option<Tun>,
-    gro: GROTable,
-    bufs: Vec<Vec<u8>>,
-    used: usize,
+    gro: Gro,
 }
 
 impl TunWriter {
     pub fn new(dev: Arc<TunDevice>) -> io::Result<TunWriter> {
-        let plain = match &*dev {
-            TunDevice::Plain(t) => Some(t.try_clone()?),
-            TunDevice::Offload(_) => None,
+        let (plain, gro) = match &*dev {
+            TunDevice::Plain(t) => (
+                Some(t.try_clone()?),
+                Gro::new(IDEAL_BATCH_SIZE, false, false),
+            ),
+            TunDevice::Offload(_) => (None, Gro::new(IDEAL_BATCH_SIZE, true, dev.udp_offload())),
         };
-        Ok(TunWriter {
-            dev,
-            plain,
-            gro: GROTable::default(),
-            bufs: Vec::new(),
-            used: 0,
-        })
+        Ok(TunWriter { dev, plain, gro })
     }
 
     pub fn push(&mut self, packet: &[u8]) {
         // At most one batch of buffers: coalescing can fill each one up to 64 KiB, so their
         // number, not the traffic, bounds the daemon's resident memory (the soak test saw it
         // creep up while a receive batch held several hundred packets).
-        if self.used == IDEAL_BATCH_SIZE {
+        if self.gro.is_full() {
             self.flush();
         }
-        if self.used == self.bufs.len() {
-            self.bufs
-                .push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
-        }
-        let b = &mut self.bufs[self.used];
-        b.clear();
-        // Headroom for the virtio-net header the offload path writes in front.
-        b.resize(VIRTIO_NET_HDR_LEN, 0);
-        b.extend_from_slice(packet);
-        self.used += 1;
+        self.gro.push(packet);
     }
 
     pub fn flush(&mut self) {
-        if self.used == 0 {
-            return;
-        }
         match &*self.dev {
-            TunDevice::Offload(d) => {
-                let _ = d.send_multiple(
-                    &mut self.gro,
-                    &mut self.bufs[..self.used],
-                    VIRTIO_NET_HDR_LEN,
-                );
-            }
+            // A failed write loses that packet only, as a full queue would.
+            TunDevice::Offload(d) => self.gro.drain(|buf| {
+                let _ = d.send(buf);
+            }),
             TunDevice::Plain(_) => {
                 let t = self.plain.as_mut().expect("plain writer");
-                for b in &self.bufs[..self.used] {
-                    let _ = t.send(&b[VIRTIO_NET_HDR_LEN..]);
-                }
+                self.gro.drain(|buf| {
+                    let _ = t.send(&buf[VNET_HDR_LEN..]);
+                });
             }
         }
-        self.used = 0;
     }
 
     /// Writes one packet at once (ICMP errors generated locally).

@@ -76,7 +76,8 @@ pub struct UdpIo {
 impl UdpIo {
     pub fn new(sock: Arc<UdpSocket>) -> io::Result<UdpIo> {
         let state = RwLock::new(fresh_state(&sock)?);
-        let offload = std::env::var_os("FERROWG_NO_UDP_OFFLOAD").is_none();
+        // Empty counts as unset, as for the other switches.
+        let offload = std::env::var_os("FERROWG_NO_UDP_OFFLOAD").is_none_or(|v| v.is_empty());
         Ok(UdpIo {
             sock,
             state,
