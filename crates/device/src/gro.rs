@@ -27,6 +27,11 @@
 pub const VNET_HDR_LEN: usize = 10;
 /// Largest IP packet a group may grow to (the 16-bit length fields).
 pub const MAX_GROUP: usize = 65_535;
+/// Most packets in a group: Linux's own UDP GRO limit (`UDP_GRO_CNT_MAX`). A receiver
+/// without UDP GRO gets a UDP super-packet cut back into datagrams all at once, and ~700
+/// 64-byte datagrams in one go overflowed iperf3's socket (64-byte flood through two
+/// ferrowgd: 89k packets/s delivered without this limit, 100-117k with it).
+pub const MAX_SEGMENTS: usize = 64;
 
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
@@ -191,6 +196,7 @@ impl Gro {
             || g.cand.l4h_len != c.l4h_len
             || c.payload > g.gso_size
             || head.len() + c.payload > MAX_GROUP
+            || g.merged + 1 >= MAX_SEGMENTS
             || !ip_headers_match(head, pkt, c.key.v6)
         {
             return false;
@@ -783,6 +789,16 @@ mod tests {
         let out = run(&mut Gro::new(8, true, true), &pkts);
         assert_eq!(&out[0][VNET_HDR_LEN..], &pkts[0][..]);
         assert!(VnetHdr::parse(&out[0]).is_plain());
+    }
+
+    #[test]
+    fn groups_stop_at_64_segments() {
+        let pkts: Vec<_> = (0..150u32)
+            .map(|i| build(&spec(false, UDP, 9, 0, 0, vec![i as u8; 64])))
+            .collect();
+        let out = run(&mut Gro::new(128, true, true), &pkts);
+        let sizes: Vec<usize> = out.iter().map(|b| resegment(b).len()).collect();
+        assert_eq!(sizes, [MAX_SEGMENTS, MAX_SEGMENTS, 150 - 2 * MAX_SEGMENTS]);
     }
 
     #[test]
