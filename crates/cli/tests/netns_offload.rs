@@ -83,7 +83,10 @@ fn tcp_crosses_the_tun_as_super_packets_and_as_segments_without_offload() {
 }
 
 /// UDP datagrams in bursts a → b: every one that arrives is whole, nearly all arrive, and
-/// where the kernel takes UDP super-packets fewer packets than datagrams cross the TUN.
+/// where the kernel takes UDP super-packets fewer packets than datagrams cross b's TUN. Each
+/// burst is queued in a's TUN while a's ferrowgd is stopped (SIGSTOP), so that it reads the
+/// burst as one batch and b receives it as one: left running, a real-time ferrowgd takes
+/// each datagram as it comes, and whether bursts form depends on which CPU runs what.
 #[test]
 fn udp_bursts_arrive_whole_and_coalesced_where_the_kernel_allows() {
     if !require_netns() {
@@ -121,19 +124,22 @@ fn udp_bursts_arrive_whole_and_coalesced_where_the_kernel_allows() {
         got
     });
     let from: IpAddr = a.inner(Family::V4);
-    in_netns(&a.ns, move || {
-        let s = UdpSocket::bind(SocketAddr::new(from, 0)).expect("bind");
-        let start = Instant::now();
-        for burst in 0..BURSTS {
-            for i in 0..PER_BURST {
-                s.send_to(&datagram(burst * PER_BURST + i), target)
-                    .expect("send");
-            }
-            // Paced to ~5 MB/s: loss would only come from full queues, not from ferrowgd.
-            let due = Duration::from_millis(10) * (burst + 1);
-            std::thread::sleep(due.saturating_sub(start.elapsed()));
-        }
+    let sender = in_netns(&a.ns, move || {
+        UdpSocket::bind(SocketAddr::new(from, 0)).expect("bind")
     });
+    let start = Instant::now();
+    for burst in 0..BURSTS {
+        a.daemon.process().signal(libc::SIGSTOP);
+        for i in 0..PER_BURST {
+            sender
+                .send_to(&datagram(burst * PER_BURST + i), target)
+                .expect("send");
+        }
+        a.daemon.process().signal(libc::SIGCONT);
+        // Paced to ~5 MB/s: loss would only come from full queues, not from ferrowgd.
+        let due = Duration::from_millis(10) * (burst + 1);
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
     let got = got.join().unwrap();
     let written = link_stat(&b.ns, b.ifname(), "rx_packets") - rx0;
     let sent = BURSTS * PER_BURST;
@@ -152,7 +158,7 @@ fn udp_bursts_arrive_whole_and_coalesced_where_the_kernel_allows() {
     );
     if uso {
         assert!(
-            written < got.len() as u64 / 2,
+            written < got.len() as u64 / 4,
             "{written} TUN writes for {} datagrams",
             got.len()
         );
