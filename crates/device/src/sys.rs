@@ -33,6 +33,65 @@ pub fn wait_readable_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<[bool; 4]
     Ok(pfds.map(|p| p.revents != 0))
 }
 
+/// An epoll set of up to 4 descriptors, for a loop that waits on the same ones again and
+/// again: poll(2) adds and removes a wait-queue entry per descriptor on every call, epoll
+/// keeps them registered. Built anew whenever the set changes (a closed descriptor leaves the
+/// set by itself, and its number may come back as another socket).
+pub struct Epoll {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Epoll {
+    /// Watches `fds` (at most 4); `wait` reports them by position.
+    pub fn new(fds: &[RawFd]) -> io::Result<Epoll> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        assert!(fds.len() <= 4, "at most 4 descriptors");
+        // SAFETY: plain system call with a flag argument.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned to us by epoll_create1 and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        for (i, &watched) in fds.iter().enumerate() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
+            // SAFETY: epoll_ctl on our epoll descriptor with an event valid for the call.
+            let rc =
+                unsafe { libc::epoll_ctl(fd.as_raw_fd(), libc::EPOLL_CTL_ADD, watched, &mut ev) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(Epoll { fd })
+    }
+
+    /// Waits until a watched descriptor is readable or `timeout_ms` passes; returns which are.
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<[bool; 4]> {
+        use std::os::fd::AsRawFd;
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: room for 4 events, as passed; the kernel writes at most that many.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), 4, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok([false; 4]);
+            }
+            return Err(e);
+        }
+        let mut ready = [false; 4];
+        for ev in &evs[..n as usize] {
+            let i = ev.u64 as usize;
+            if i < 4 {
+                ready[i] = true;
+            }
+        }
+        Ok(ready)
+    }
+}
+
 /// Puts the calling thread under `SCHED_FIFO` at `priority`, with `SCHED_RESET_ON_FORK` so
 /// that threads it creates afterwards start under the normal policy.
 pub fn set_realtime(priority: i32) -> io::Result<()> {
