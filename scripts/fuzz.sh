@@ -33,7 +33,7 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
-targets=${FUZZ_TARGETS:-messages engine_receive uapi_request config_file aead_batch}
+targets=${FUZZ_TARGETS:-messages engine_receive uapi_request config_file aead_batch gro}
 sanitizer=${FUZZ_SANITIZER:-none}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -19,6 +19,9 @@ documents where every byte came from and regenerates them identically.
   length, a LE64 counter and a mode byte (bit 0: sealed from a separate plaintext; bits 1-6:
   padding) followed by its plaintext: eight 1420-byte packets (the data plane's usual run),
   and small messages (keepalives, ACKs) with counters near the top.
+* gro: a mode byte, then LE16-length-prefixed IP packets with correct checksums: a TCP stream
+  over IPv4 and over IPv6 (full segments, a short one, PSH on the last), UDP bursts, two
+  flows interleaved with a pure ACK and a corrupted segment among them.
 """
 
 import os
@@ -330,6 +333,73 @@ AEAD_BATCH = {
 }
 
 
+def csum_sum(data, initial=0):
+    if len(data) % 2:
+        data += b"\x00"
+    total = initial + sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def ip_packet(v6, proto, l4_without_csum, csum_at, src_last=1):
+    """An IPv4/IPv6 packet around a TCP/UDP header+payload, both checksums filled in."""
+    l4 = bytearray(l4_without_csum)
+    if v6:
+        src = bytes.fromhex("20010db8000000000000000000000000")[:15] + bytes([src_last])
+        dst = bytes.fromhex("20010db8000000000000000000000002")
+        pseudo = csum_sum(src + dst, proto + len(l4))
+    else:
+        src, dst = bytes([192, 0, 2, src_last]), bytes([192, 0, 2, 2])
+        pseudo = csum_sum(src + dst, proto + len(l4))
+    c = (~csum_sum(bytes(l4), pseudo)) & 0xFFFF
+    l4[csum_at:csum_at + 2] = c.to_bytes(2, "big")
+    if v6:
+        return bytes([0x60, 0, 0, 0]) + len(l4).to_bytes(2, "big") + bytes([proto, 64]) + src + dst + bytes(l4)
+    hdr = bytearray(bytes([0x45, 0]) + (20 + len(l4)).to_bytes(2, "big") + b"\x00\x07\x40\x00" + bytes([64, proto]) + b"\x00\x00" + src + dst)
+    hdr[10:12] = ((~csum_sum(bytes(hdr))) & 0xFFFF).to_bytes(2, "big")
+    return bytes(hdr) + bytes(l4)
+
+
+def tcp(v6, seq, payload, flags=0x10, sport=40000):
+    l4 = sport.to_bytes(2, "big") + (5201).to_bytes(2, "big") + seq.to_bytes(4, "big") + (77).to_bytes(4, "big")
+    l4 += bytes([0x50, flags]) + (512).to_bytes(2, "big") + b"\x00\x00\x00\x00" + payload
+    return ip_packet(v6, 6, l4, 16)
+
+
+def udp(v6, payload, sport=40000):
+    l4 = sport.to_bytes(2, "big") + (5201).to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + b"\x00\x00" + payload
+    return ip_packet(v6, 17, l4, 6)
+
+
+def gro_input(mode, packets):
+    return bytes([mode]) + b"".join(len(p).to_bytes(2, "little") + p for p in packets)
+
+
+def gro_seeds():
+    stream = lambda v6: [tcp(v6, 1000 + i * 1380, bytes([i]) * 1380) for i in range(6)] + [
+        tcp(v6, 1000 + 6 * 1380, b"z" * 500, flags=0x18)
+    ]
+    bad = bytearray(tcp(False, 1000 + 2 * 1380, b"x" * 1380))
+    bad[-1] ^= 1
+    mixed = [
+        tcp(False, 1000, b"a" * 1380),
+        tcp(False, 5000, b"b" * 1380, sport=40001),
+        tcp(False, 2380, b"c" * 1380),
+        tcp(False, 2380, b"", sport=40001),
+        bytes(bad),
+        tcp(False, 6380, b"d" * 1380, sport=40001),
+    ]
+    return {
+        "tcp4_stream": gro_input(0x0F, stream(False)),
+        "tcp6_stream": gro_input(0x0F, stream(True)),
+        "udp_burst": gro_input(0x1F, [udp(False, bytes([i]) * 64) for i in range(70)]),
+        "udp6_burst_small_queue": gro_input(0x12, [udp(True, bytes([i]) * 200) for i in range(10)]),
+        "mixed_flows": gro_input(0x03, mixed),
+        "no_offload": gro_input(0x2F, stream(False)),
+    }
+
+
 def write(target, name, data):
     d = os.path.join(HERE, target)
     os.makedirs(d, exist_ok=True)
@@ -373,6 +443,9 @@ def main():
 
     for name, data in AEAD_BATCH.items():
         write("aead_batch", name, data)
+
+    for name, data in gro_seeds().items():
+        write("gro", name, data)
 
 
 if __name__ == "__main__":

@@ -202,13 +202,15 @@ impl Gro {
             return false;
         }
         if c.key.proto == TCP {
-            // Same ACK number, data offset, flags but PSH, window; same options.
+            // Same ACK number, data offset, flags but PSH, window, urgent pointer (meaningless
+            // without URG, but a super-packet must stand for its packets exactly) and options.
             let (th, tp) = (&head[c.iph_len..], &pkt[c.iph_len..]);
             if c.seq != g.next_seq
                 || th[8..12] != tp[8..12]
                 || th[12] != tp[12]
                 || th[13] & !TCP_PSH != tp[13] & !TCP_PSH
                 || th[14..16] != tp[14..16]
+                || th[18..20] != tp[18..20]
                 || th[20..c.l4h_len] != tp[20..c.l4h_len]
             {
                 return false;
@@ -764,6 +766,20 @@ mod tests {
                 pkts.into_iter().map(normalized).collect::<Vec<_>>(),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn header_fields_outside_the_specs_keep_packets_apart() {
+        // The urgent pointer (ignored without URG) and the window, changed after building.
+        for at in [18, 14] {
+            let a = build(&spec(false, TCP, 7, 0, TCP_ACK, vec![1; 100]));
+            let mut b = build(&spec(false, TCP, 7, 100, TCP_ACK, vec![2; 100]));
+            b[20 + at + 1] = 9;
+            set_l4_checksum(&mut b, 20, TCP, false);
+            let out = run(&mut Gro::new(8, true, true), &[a.clone(), b.clone()]);
+            assert_eq!(out.len(), 2, "byte {at}");
+            assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
         }
     }
 

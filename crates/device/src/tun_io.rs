@@ -1,10 +1,11 @@
 //! Batched TUN I/O with Linux offloads behind a runtime probe.
 //!
-//! With offloads (`IFF_VNET_HDR` + TSO/USO, via the `tun-rs` crate's Linux offload module,
-//! which we measured rather than rewrite), one read returns a TCP/UDP super-packet of up to
-//! 64 KiB that is split into MTU-sized packets in user space, and writes coalesce consecutive
-//! segments of a flow back into super-packets (GRO). That turns ~45 system calls per 64 KiB into
-//! one in each direction — the largest single cost of a user-space tunnel.
+//! With offloads (`IFF_VNET_HDR` + TSO/USO), one read returns a TCP/UDP super-packet of up to
+//! 64 KiB that is split into MTU-sized packets in user space (the `tun-rs` crate's Linux
+//! offload module, which we measured rather than rewrite), and writes coalesce consecutive
+//! segments of a flow back into super-packets (our own `gro`, which allocates nothing per
+//! packet). That turns ~45 system calls per 64 KiB into one in each direction — the largest
+//! single cost of a user-space tunnel.
 //!
 //! Without them (kernel refuses, `FERROWG_NO_TUN_OFFLOAD=1`, or a TUN handed over by a
 //! supervisor through `WG_TUN_FD`, whose framing cannot be changed), the same interface reads
