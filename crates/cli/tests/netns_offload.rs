@@ -16,8 +16,14 @@ const BYTES: u64 = 16 << 20;
 /// Largest TCP payload per segment through a 1420-byte tunnel MTU (IPv4, no options).
 const MSS: u64 = 1380;
 
-fn pair_with(env: &[(&str, &str)]) -> TunnelPair {
-    let opts = DaemonOptions::with_env(env);
+/// A ferrowgd pair with `tun_switch` as FERROWG_NO_TUN_OFFLOAD, and the UDP offloads on
+/// regardless of the test run's environment: without them a socket read returns one
+/// datagram, and one datagram per batch leaves nothing to coalesce.
+fn pair_with(tun_switch: &str) -> TunnelPair {
+    let opts = DaemonOptions::with_env(&[
+        ("FERROWG_NO_TUN_OFFLOAD", tun_switch),
+        ("FERROWG_NO_UDP_OFFLOAD", ""),
+    ]);
     tunnel_pair(
         &DaemonKind::Ferrowgd,
         &DaemonKind::Ferrowgd,
@@ -48,7 +54,7 @@ fn tcp_crosses_the_tun_as_super_packets_and_as_segments_without_offload() {
         return;
     }
     let segments = BYTES / MSS;
-    let pair = pair_with(&[("FERROWG_NO_TUN_OFFLOAD", "")]);
+    let pair = pair_with("");
     assert!(
         pair.b.daemon.log().contains("TUN offload: TCP"),
         "{}",
@@ -68,7 +74,7 @@ fn tcp_crosses_the_tun_as_super_packets_and_as_segments_without_offload() {
     }
     drop(pair);
 
-    let pair = pair_with(&[("FERROWG_NO_TUN_OFFLOAD", "1")]);
+    let pair = pair_with("1");
     assert!(
         pair.b.daemon.log().contains("TUN offload: off"),
         "{}",
@@ -92,7 +98,7 @@ fn udp_bursts_arrive_whole_and_coalesced_where_the_kernel_allows() {
     if !require_netns() {
         return;
     }
-    let pair = pair_with(&[("FERROWG_NO_TUN_OFFLOAD", "")]);
+    let pair = pair_with("");
     let (a, b) = (&pair.a, &pair.b);
     let uso = pair.b.daemon.log().contains("TUN offload: TCP, UDP");
     const BURSTS: u32 = 100;
