@@ -4,8 +4,9 @@
 //! or as one segment of a super-packet, which is checked by cutting it up again as the kernel
 //! would (lengths, sequence numbers, PSH on the last piece, checksums computed afresh) and
 //! finding each piece among the packets pushed (IPv4 ID and header checksum aside: the
-//! super-packet carries its first packet's). A super-packet holds 2-64 segments within 64 KiB
-//! and has a valid IPv4 header checksum.
+//! super-packet carries its first packet's), and no packet leaves after a later one between
+//! the same two addresses. A super-packet holds 2-64 segments within 64 KiB and has a valid
+//! IPv4 header checksum.
 #![no_main]
 
 #[allow(dead_code)]
@@ -59,6 +60,32 @@ fn resegment(pkt: &[u8], h: &VnetHdr, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Source and destination addresses of an IP packet.
+fn addresses(p: &[u8]) -> Option<&[u8]> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => Some(&p[12..20]),
+        6 if p.len() >= 40 => Some(&p[8..40]),
+        _ => None,
+    }
+}
+
+/// Addresses, protocol and ports of an unfragmented TCP/UDP packet without IPv4 options or
+/// IPv6 extension headers.
+fn tuple(p: &[u8]) -> Option<Vec<u8>> {
+    let (l4, proto) = match p.first()? >> 4 {
+        4 if p.len() >= 24 && p[0] & 0x0f == 5 && p[6] & 0x3f == 0 && p[7] == 0 => (20, p[9]),
+        6 if p.len() >= 44 => (40, p[6]),
+        _ => return None,
+    };
+    if proto != 6 && proto != 17 {
+        return None;
+    }
+    let mut t = addresses(p)?.to_vec();
+    t.push(proto);
+    t.extend_from_slice(&p[l4..l4 + 4]);
+    Some(t)
+}
+
 /// IPv4 ID and header checksum cleared.
 fn normalized(p: &[u8]) -> Vec<u8> {
     let mut p = p.to_vec();
@@ -98,22 +125,24 @@ fuzz_target!(|data: &[u8]| {
 
     // Packets written alone first (exact matches), then the pieces of super-packets (equal but
     // for the IPv4 ID): matched the other way round, a piece could take the packet that an
-    // identical one but for its ID, written alone, needs.
-    let mut unused: Vec<&Vec<u8>> = pkts.iter().collect();
+    // identical one but for its ID, written alone, needs. `at[i]`: the output holding packet i.
+    let mut at: Vec<Option<usize>> = vec![None; pkts.len()];
+    let mut take = |at: &mut Vec<Option<usize>>, o: usize, same: &dyn Fn(&[u8]) -> bool| {
+        let i = (0..pkts.len())
+            .find(|&i| at[i].is_none() && same(&pkts[i]))
+            .expect("every packet written is one of those pushed");
+        at[i] = Some(o);
+    };
     let mut segments = 0;
-    for b in &out {
+    for (o, b) in out.iter().enumerate() {
         let h = VnetHdr::parse(&b[..VNET_HDR_LEN]);
         if h.is_plain() {
             let pkt = &b[VNET_HDR_LEN..];
-            let i = unused
-                .iter()
-                .position(|p| p.as_slice() == pkt)
-                .expect("a packet written alone is one of those pushed, unchanged");
-            unused.swap_remove(i);
+            take(&mut at, o, &|p| p == pkt);
             segments += 1;
         }
     }
-    for b in &out {
+    for (o, b) in out.iter().enumerate() {
         let h = VnetHdr::parse(&b[..VNET_HDR_LEN]);
         let pkt = &b[VNET_HDR_LEN..];
         if h.is_plain() {
@@ -131,11 +160,26 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(fold(sum_bytes(&pkt[..20], 0)), 0xffff, "IPv4 header checksum");
         }
         for piece in resegment(pkt, &h, n) {
-            let i = unused
-                .iter()
-                .position(|p| normalized(p) == normalized(&piece))
-                .expect("each segment of a super-packet is one of the packets pushed");
-            unused.swap_remove(i);
+            let want = normalized(&piece);
+            take(&mut at, o, &|p| normalized(p) == want);
+        }
+    }
+    // Order: a packet never leaves after a later one of the same flow, nor after a later one
+    // between the same two addresses when either is not a plain TCP/UDP packet (a fragment,
+    // IP options...) — packets of different flows may pass each other, as in Linux's GRO.
+    // Checked for packets no other one equals, where the matching above is unambiguous.
+    let unique: Vec<bool> = (0..pkts.len())
+        .map(|i| (0..pkts.len()).all(|j| j == i || normalized(&pkts[j]) != normalized(&pkts[i])))
+        .collect();
+    for j in 0..pkts.len() {
+        for i in 0..j {
+            let (ti, tj) = (tuple(&pkts[i]), tuple(&pkts[j]));
+            let related = addresses(&pkts[i]).is_some()
+                && addresses(&pkts[i]) == addresses(&pkts[j])
+                && (ti.is_none() || tj.is_none() || ti == tj);
+            if unique[i] && unique[j] && related {
+                assert!(at[i] <= at[j], "packet {j} written before packet {i}");
+            }
         }
     }
     assert_eq!(segments, pkts.len(), "every packet once");

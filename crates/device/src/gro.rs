@@ -133,11 +133,13 @@ impl Gro {
                     g.closed = true;
                 }
             }
-        } else if let Some(key) = flow_of(pkt) {
-            // A packet of the flow that cannot join (SYN, FIN, a pure ACK...) must not be
-            // overtaken by later segments joining an earlier group.
-            if let Some(i) = self.open_group(&key) {
-                if let Some(g) = self.groups[i].as_mut() {
+        } else if let Some((src, dst)) = addresses(pkt) {
+            // A packet that cannot join (SYN, FIN, a pure ACK, a fragment, IP options...)
+            // must not be overtaken by later packets joining an earlier group. Its ports may
+            // be out of reach (a fragment), so every group between the same two addresses in
+            // the same direction is closed.
+            for g in self.groups[..self.used].iter_mut().flatten() {
+                if g.cand.key.src == src && g.cand.key.dst == dst {
                     g.closed = true;
                 }
             }
@@ -201,6 +203,15 @@ impl Gro {
         {
             return false;
         }
+        if !c.key.v6 && pkt[6] & 0x40 == 0 {
+            // Without DF the kernel may fragment the pieces when forwarding them, numbered
+            // from the first one's ID: only packets numbered that way already may join (as in
+            // Linux's GRO).
+            let id = |p: &[u8]| u16::from_be_bytes([p[4], p[5]]);
+            if id(pkt) != id(head).wrapping_add(g.merged as u16 + 1) {
+                return false;
+            }
+        }
         if c.key.proto == TCP {
             // Same ACK number, data offset, flags but PSH, window, urgent pointer (meaningless
             // without URG, but a super-packet must stand for its packets exactly) and options.
@@ -238,13 +249,22 @@ impl Gro {
     }
 }
 
-/// The addresses, ports and protocol of a TCP or UDP packet, whether or not it may coalesce.
-fn flow_of(pkt: &[u8]) -> Option<FlowKey> {
-    let (iph_len, proto, v6) = ip_header(pkt)?;
-    if (proto != TCP && proto != UDP) || pkt.len() < iph_len + 4 {
-        return None;
+/// Source and destination address of any IPv4/IPv6 packet (IPv4 in the first four bytes), as
+/// in a `FlowKey`.
+fn addresses(pkt: &[u8]) -> Option<([u8; 16], [u8; 16])> {
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => {
+            src[..4].copy_from_slice(&pkt[12..16]);
+            dst[..4].copy_from_slice(&pkt[16..20]);
+        }
+        6 if pkt.len() >= 40 => {
+            src.copy_from_slice(&pkt[8..24]);
+            dst.copy_from_slice(&pkt[24..40]);
+        }
+        _ => return None,
     }
-    Some(key(pkt, iph_len, proto, v6))
+    Some((src, dst))
 }
 
 fn key(pkt: &[u8], iph_len: usize, proto: u8, v6: bool) -> FlowKey {
@@ -287,6 +307,12 @@ fn ip_header(pkt: &[u8]) -> Option<(usize, u8, bool)> {
 /// or (with `udp`) a UDP datagram with data.
 fn candidate(pkt: &[u8], udp: bool) -> Option<Candidate> {
     let (iph_len, proto, v6) = ip_header(pkt)?;
+    // Joined, a packet's IPv4 header is dropped and the group's rewritten: one that the
+    // kernel would drop for its header checksum must stay on its own (Linux's GRO checks it
+    // too).
+    if !v6 && fold(sum_bytes(&pkt[..20], 0)) != 0xffff {
+        return None;
+    }
     let l4 = &pkt[iph_len..];
     let (l4h_len, seq, psh) = match proto {
         TCP => {
@@ -413,8 +439,9 @@ fn write_vnet_hdr(b: &mut [u8], h: VnetHdr) {
 /// Whether the TCP/UDP checksum of a packet is right.
 fn l4_checksum_ok(pkt: &[u8], iph_len: usize, proto: u8, v6: bool) -> bool {
     let l4 = &pkt[iph_len..];
-    // A UDP/IPv4 datagram without a checksum (0) cannot be given one on our word.
-    if proto == UDP && !v6 && l4[6..8] == [0, 0] {
+    // A UDP/IPv4 datagram without a checksum (0) cannot be given one on our word; over IPv6
+    // a zero checksum is invalid, whatever the sum.
+    if proto == UDP && l4[6..8] == [0, 0] {
         return false;
     }
     let sum = sum_bytes(l4, pseudo_header_sum(pkt, proto, v6, l4.len()));
@@ -638,8 +665,11 @@ mod tests {
         p
     }
 
+    /// The flow of a TCP/UDP packet whose header can be read.
     fn flow(p: &[u8]) -> Option<FlowKey> {
-        flow_of(p)
+        let (iph_len, proto, v6) = ip_header(p)?;
+        ((proto == TCP || proto == UDP) && p.len() >= iph_len + 4)
+            .then(|| key(p, iph_len, proto, v6))
     }
 
     #[test]
@@ -780,6 +810,76 @@ mod tests {
             let out = run(&mut Gro::new(8, true, true), &[a.clone(), b.clone()]);
             assert_eq!(out.len(), 2, "byte {at}");
             assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
+        }
+    }
+
+    #[test]
+    fn a_bad_ipv4_header_checksum_keeps_a_packet_apart() {
+        for bad in [0, 1] {
+            let mut pkts: Vec<_> = (0..2u32)
+                .map(|i| build(&spec(false, TCP, 7, i * 100, TCP_ACK, vec![1; 100])))
+                .collect();
+            pkts[bad][10] ^= 0x01;
+            let out = run(&mut Gro::new(8, true, true), &pkts);
+            assert_eq!(out.len(), 2, "packet {bad}");
+            assert!(out.iter().any(|b| b[VNET_HDR_LEN..] == pkts[bad][..]));
+        }
+    }
+
+    #[test]
+    fn an_ipv6_udp_datagram_with_a_zero_checksum_stays_apart() {
+        let a = build(&spec(true, UDP, 9, 0, 0, vec![1; 8]));
+        // Checksum field 0 and the last payload word chosen so that the sum is all ones:
+        // "valid" by the arithmetic, invalid by RFC 8200.
+        let mut b = build(&spec(true, UDP, 9, 0, 0, vec![2; 8]));
+        let end = b.len();
+        b[46..48].fill(0);
+        b[end - 2..].fill(0);
+        let pseudo = pseudo_header_sum(&b, UDP, true, 16);
+        let rest = fold(sum_bytes(&b[40..], pseudo));
+        b[end - 2..].copy_from_slice(&(0xffff - rest).to_be_bytes());
+        assert_eq!(fold(sum_bytes(&b[40..], pseudo)), 0xffff);
+        let out = run(&mut Gro::new(8, true, true), &[a, b.clone()]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
+    }
+
+    #[test]
+    fn packets_of_the_same_hosts_that_cannot_be_read_are_not_overtaken() {
+        let d = |seq: u32| build(&spec(false, UDP, 9, seq, 0, vec![seq as u8; 100]));
+        // A first fragment (MF) and an IPv4 packet with options between the same addresses.
+        let mut fragment = d(7);
+        fragment[6] |= 0x20;
+        let mut options = build(&spec(false, TCP, 9, 0, TCP_ACK | 0x04, vec![]));
+        options.splice(20..20, [1, 1, 1, 0]);
+        options[0] = 0x46;
+        let total = options.len() as u16;
+        options[2..4].copy_from_slice(&total.to_be_bytes());
+        for between in [fragment, options] {
+            let pkts = [d(1), between.clone(), d(2)];
+            let out = run(&mut Gro::new(8, true, true), &pkts);
+            let order: Vec<&[u8]> = out.iter().map(|b| &b[VNET_HDR_LEN..]).collect();
+            assert_eq!(order, [&pkts[0][..], &between[..], &pkts[2][..]]);
+        }
+    }
+
+    #[test]
+    fn ipv4_without_df_joins_only_with_consecutive_ids() {
+        for (ids, groups) in [([5u16, 6, 7], 1), ([5, 5, 6], 2), ([5, 7, 9], 3)] {
+            let pkts: Vec<_> = (0..3u32)
+                .map(|i| {
+                    let mut s = spec(false, TCP, 7, i * 100, TCP_ACK, vec![1; 100]);
+                    s.id = ids[i as usize];
+                    let mut p = build(&s);
+                    p[6] = 0;
+                    p[10..12].fill(0);
+                    let c = !fold(sum_bytes(&p[..20], 0));
+                    p[10..12].copy_from_slice(&c.to_be_bytes());
+                    p
+                })
+                .collect();
+            let out = run(&mut Gro::new(8, true, true), &pkts);
+            assert_eq!(out.len(), groups, "{ids:?}");
         }
     }
 

@@ -19,6 +19,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use tun_rs::{SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
+// Our GRO writes the header tun-rs's reader expects on the same descriptor.
+const _: () = assert!(VNET_HDR_LEN == VIRTIO_NET_HDR_LEN);
+
 /// Largest packet the tunnel carries (the TUN MTU can be set up to this).
 pub const MAX_PACKET: usize = 65_535;
 
@@ -246,7 +249,7 @@ impl TunWriter {
 
     pub fn flush(&mut self) {
         match &*self.dev {
-            // A failed write loses that packet only, as a full queue would.
+            // A failed write loses that packet or group of packets, as a full queue would.
             TunDevice::Offload(d) => self.gro.drain(|buf| {
                 let _ = d.send(buf);
             }),
