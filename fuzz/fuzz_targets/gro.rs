@@ -87,11 +87,22 @@ fn tuple(p: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// IPv4 ID and header checksum cleared.
+///
+/// A transport checksum field of 0xffff is read as 0x0000: both are "zero" to ones'-complement
+/// arithmetic, and the model above writes the latter where a sender may have written the
+/// former.
 fn normalized(p: &[u8]) -> Vec<u8> {
     let mut p = p.to_vec();
     if p.len() >= 20 && p[0] >> 4 == 4 {
         p[4..6].fill(0);
         p[10..12].fill(0);
+    }
+    if tuple(&p).is_some() {
+        let l4 = if p[0] >> 4 == 4 { 20 } else { 40 };
+        let at = l4 + if p[if l4 == 20 { 9 } else { 6 }] == 6 { 16 } else { 6 };
+        if p.get(at..at + 2) == Some(&[0xff, 0xff][..]) {
+            p[at..at + 2].fill(0);
+        }
     }
     p
 }
