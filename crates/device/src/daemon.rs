@@ -470,8 +470,8 @@ impl UdpSide {
         let spare = spare_pool::<OpenWork>();
         let lane = {
             let (shared, spare) = (shared.clone(), spare.clone());
-            // Made on the first batch: its GRO tables are ~1 MiB, and a socket that never
-            // receives (often the IPv6 one) should not cost that.
+            // Made on the first batch: a socket that never receives (often the IPv6 one)
+            // needs no TUN writer (and tun-rs's GRO tables it used to hold were ~1 MiB).
             let mut writer: Option<TunWriter> = None;
             let mut arena = SendArena::default();
             // The ordered end: opened batches are finished (replay window, roaming, timers,
