@@ -267,23 +267,18 @@ fn addresses(pkt: &[u8]) -> Option<([u8; 16], [u8; 16])> {
     Some((src, dst))
 }
 
+/// The flow of a packet whose IP header `ip_header` has read.
 fn key(pkt: &[u8], iph_len: usize, proto: u8, v6: bool) -> FlowKey {
-    let mut k = FlowKey {
-        src: [0; 16],
-        dst: [0; 16],
-        ports: [0; 4],
+    let (src, dst) = addresses(pkt).expect("a header ip_header has read");
+    let mut ports = [0; 4];
+    ports.copy_from_slice(&pkt[iph_len..iph_len + 4]);
+    FlowKey {
+        src,
+        dst,
+        ports,
         proto,
         v6,
-    };
-    if v6 {
-        k.src.copy_from_slice(&pkt[8..24]);
-        k.dst.copy_from_slice(&pkt[24..40]);
-    } else {
-        k.src[..4].copy_from_slice(&pkt[12..16]);
-        k.dst[..4].copy_from_slice(&pkt[16..20]);
     }
-    k.ports.copy_from_slice(&pkt[iph_len..iph_len + 4]);
-    k
 }
 
 /// IP header length, protocol and family of a well-formed, unfragmented packet whose length
