@@ -966,7 +966,7 @@ pub fn run(opts: Options) -> i32 {
     };
     // Any non-empty value: ring one message at a time instead of the batch kernels. Read
     // before any data-plane thread starts, so that none seals a packet with the kernels.
-    if std::env::var_os("FERROWG_NO_AVX512").is_some_and(|v| !v.is_empty()) {
+    if crate::switched_off("FERROWG_NO_AVX512") {
         ferrowg_chacha::disable();
     }
     let worker_count = crate::workers::workers_from_env();

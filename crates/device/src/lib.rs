@@ -18,3 +18,9 @@ pub mod udp;
 pub mod udp_io;
 pub mod wipe_alloc;
 pub mod workers;
+
+/// Whether an off switch such as `FERROWG_NO_TUN_OFFLOAD` is set: any value but the empty
+/// string (which the tests use to mean "unset, whatever the environment says").
+pub(crate) fn switched_off(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}

@@ -33,9 +33,7 @@ pub enum TunDevice {
 impl TunDevice {
     /// Creates the interface, with offloads unless disabled or refused.
     pub fn create(name: &str, mtu: u16) -> io::Result<TunDevice> {
-        // Empty counts as unset, as for the other switches.
-        let want_offload = std::env::var_os("FERROWG_NO_TUN_OFFLOAD").is_none_or(|v| v.is_empty());
-        if want_offload {
+        if !crate::switched_off("FERROWG_NO_TUN_OFFLOAD") {
             let built = tun_rs::DeviceBuilder::new()
                 .name(name)
                 .mtu(mtu)

@@ -76,8 +76,7 @@ pub struct UdpIo {
 impl UdpIo {
     pub fn new(sock: Arc<UdpSocket>) -> io::Result<UdpIo> {
         let state = RwLock::new(fresh_state(&sock)?);
-        // Empty counts as unset, as for the other switches.
-        let offload = std::env::var_os("FERROWG_NO_UDP_OFFLOAD").is_none_or(|v| v.is_empty());
+        let offload = !crate::switched_off("FERROWG_NO_UDP_OFFLOAD");
         Ok(UdpIo {
             sock,
             state,
