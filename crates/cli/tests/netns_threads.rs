@@ -191,6 +191,103 @@ fn split_threads_interoperate_with_one_loop() {
     assert!(pair.a.daemon.log().contains("data plane: split threads"));
     let b = threads(pair.b.daemon.process().pid());
     assert!(b.iter().all(|t| t.1 == SCHED_OTHER), "{b:?}");
-    assert!(pair.b.daemon.log().contains("data plane: one thread)"));
+    assert!(pair
+        .b
+        .daemon
+        .log()
+        .contains("data plane: one thread, nap 80 us)"));
     change_listen_port(&pair, 52002);
+}
+
+/// `FERROWGD_NAP_US` sets how long the single loop naps after a burst (default 80 us, 0 =
+/// never): the start line says so, a bad value is named and replaced by the default, and the
+/// data-plane thread (the daemon's first) drops its timer slack so the naps stay short (at
+/// normal priority, as here: a real-time thread has none).
+#[test]
+fn nap_is_configurable() {
+    if !require_netns() {
+        return;
+    }
+    let ns = Netns::new();
+    for (value, expected, complaint) in [
+        ("", Some(80), false),
+        ("0", None, false),
+        ("30", Some(30), false),
+        ("x", Some(80), true),
+    ] {
+        let opts = DaemonOptions::with_env(&[
+            ("FERROWGD_WORKERS", "0"),
+            ("FERROWGD_IO", ""),
+            ("FERROWGD_RT_PRIORITY", "0"),
+            ("FERROWGD_NAP_US", value),
+        ]);
+        let ifname = unique_ifname();
+        let d = start_daemon_with(&ns, &DaemonKind::Ferrowgd, &ifname, &opts);
+        let log = d.log();
+        match expected {
+            Some(us) => assert!(log.contains(&format!(", nap {us} us)")), "{value:?}: {log}"),
+            None => assert!(!log.contains(", nap "), "{value:?}: {log}"),
+        }
+        assert_eq!(log.contains("FERROWGD_NAP_US=\"x\""), complaint, "{log}");
+        let slack = std::fs::read_to_string(format!("/proc/{}/timerslack_ns", d.process().pid()))
+            .expect("timerslack_ns");
+        assert_eq!(
+            slack.trim() == "1000",
+            expected.is_some(),
+            "{value:?}: slack {slack}"
+        );
+        d.process().stop(std::time::Duration::from_secs(5));
+    }
+}
+
+/// The naps happen under load and never when switched off: the data-plane thread is seen in
+/// `clock_nanosleep`/`nanosleep` while a TCP transfer runs through the tunnel (sampled from
+/// `/proc/PID/syscall`), and with `FERROWGD_NAP_US=0` it is only ever seen elsewhere.
+#[test]
+fn naps_happen_under_load_only_when_on() {
+    if !require_netns() {
+        return;
+    }
+    // x86-64 and aarch64 numbers of nanosleep / clock_nanosleep.
+    let sleeps: &[&str] = if cfg!(target_arch = "x86_64") {
+        &["35", "230"]
+    } else {
+        &["101", "115"]
+    };
+    for (value, naps) in [("", true), ("0", false)] {
+        let pair = tunnel_pair(
+            &DaemonKind::Ferrowgd,
+            &DaemonKind::Ferrowgd,
+            &options(&[
+                ("FERROWGD_WORKERS", "0"),
+                ("FERROWGD_IO", ""),
+                ("FERROWGD_NAP_US", value),
+            ]),
+        );
+        assert_pings_both_ways(&pair);
+        let pid = pair.b.daemon.process().pid();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeMap::<String, usize>::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+                        let nr = s.split(' ').next().unwrap_or("").trim().to_string();
+                        *seen.entry(nr).or_default() += 1;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                seen
+            })
+        };
+        let t = tcp_transfer(&pair.b.ns, pair.b.inner(Family::V4), &pair.a.ns, 256 << 20);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = sampler.join().unwrap();
+        assert!(t.received_ok, "TCP a → b: {:?}", t.error);
+        let napping: usize = sleeps.iter().map(|nr| seen.get(*nr).unwrap_or(&0)).sum();
+        let total: usize = seen.values().sum();
+        assert!(total >= 20, "too few samples: {seen:?}");
+        assert_eq!(napping > 0, naps, "FERROWGD_NAP_US={value:?}: {seen:?}");
+    }
 }
