@@ -3,10 +3,12 @@
 //! once decrypted. Besides "no panic": every packet comes out exactly once, unchanged — alone,
 //! or as one segment of a super-packet, which is checked by cutting it up again as the kernel
 //! would (lengths, sequence numbers, PSH on the last piece, checksums computed afresh) and
-//! finding each piece among the packets pushed (IPv4 ID and header checksum aside: the
-//! super-packet carries its first packet's), and no packet leaves after a later one between
-//! the same two addresses. A super-packet holds 2-64 segments within 64 KiB and has a valid
-//! IPv4 header checksum.
+//! finding each piece among the packets pushed (IPv4 ID, IPv4 header checksum and transport
+//! checksum aside: the super-packet carries its first packet's header, and the kernel computes
+//! the pieces' checksums, also for packets whose sender got them wrong), and no packet leaves
+//! after a later one between the same two addresses. A super-packet holds 2-64 segments within
+//! 64 KiB, has a valid IPv4 header checksum, and the partial checksum the kernel completes
+//! (the pseudo-header's sum) is right.
 #![no_main]
 
 #[allow(dead_code)]
@@ -86,11 +88,7 @@ fn tuple(p: &[u8]) -> Option<Vec<u8>> {
     Some(t)
 }
 
-/// IPv4 ID and header checksum cleared.
-///
-/// A transport checksum field of 0xffff is read as 0x0000: both are "zero" to ones'-complement
-/// arithmetic, and the model above writes the latter where a sender may have written the
-/// former.
+/// IPv4 ID and header checksum cleared, and the TCP/UDP checksum of a packet that has one.
 fn normalized(p: &[u8]) -> Vec<u8> {
     let mut p = p.to_vec();
     if p.len() >= 20 && p[0] >> 4 == 4 {
@@ -100,11 +98,28 @@ fn normalized(p: &[u8]) -> Vec<u8> {
     if tuple(&p).is_some() {
         let l4 = if p[0] >> 4 == 4 { 20 } else { 40 };
         let at = l4 + if p[if l4 == 20 { 9 } else { 6 }] == 6 { 16 } else { 6 };
-        if p.get(at..at + 2) == Some(&[0xff, 0xff][..]) {
-            p[at..at + 2].fill(0);
+        if let Some(field) = p.get_mut(at..at + 2) {
+            field.fill(0);
         }
     }
     p
+}
+
+/// Whether the checksum of a "needs checksum" super-packet comes out right when the kernel
+/// completes it: the field must hold the pseudo-header's sum.
+fn partial_checksum_ok(pkt: &[u8], h: &VnetHdr) -> bool {
+    let (start, at) = (
+        usize::from(h.csum_start),
+        usize::from(h.csum_start + h.csum_offset),
+    );
+    let mut p = pkt.to_vec();
+    let completed = !fold(sum_bytes(&p[start..], 0));
+    p[at..at + 2].copy_from_slice(&completed.to_be_bytes());
+    let v6 = p[0] >> 4 == 6;
+    let proto = if v6 { p[6] } else { p[9] };
+    let addrs = if v6 { &p[8..40] } else { &p[12..20] };
+    let pseudo = sum_bytes(addrs, u64::from(proto) + (p.len() - start) as u64);
+    fold(sum_bytes(&p[start..], pseudo)) == 0xffff
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -138,7 +153,7 @@ fuzz_target!(|data: &[u8]| {
     // for the IPv4 ID): matched the other way round, a piece could take the packet that an
     // identical one but for its ID, written alone, needs. `at[i]`: the output holding packet i.
     let mut at: Vec<Option<usize>> = vec![None; pkts.len()];
-    let mut take = |at: &mut Vec<Option<usize>>, o: usize, same: &dyn Fn(&[u8]) -> bool| {
+    let take = |at: &mut Vec<Option<usize>>, o: usize, same: &dyn Fn(&[u8]) -> bool| {
         let i = (0..pkts.len())
             .find(|&i| at[i].is_none() && same(&pkts[i]))
             .expect("every packet written is one of those pushed");
@@ -170,6 +185,7 @@ fuzz_target!(|data: &[u8]| {
         if pkt[0] >> 4 == 4 {
             assert_eq!(fold(sum_bytes(&pkt[..20], 0)), 0xffff, "IPv4 header checksum");
         }
+        assert!(partial_checksum_ok(pkt, &h), "partial checksum");
         for piece in resegment(pkt, &h, n) {
             let want = normalized(&piece);
             take(&mut at, o, &|p| normalized(p) == want);

@@ -19,9 +19,12 @@
 //!   first one's; a shorter one ends the group;
 //! - UDP datagrams join under the same rules of size, only where the kernel takes UDP
 //!   super-packets (USO);
-//! - every packet's checksum is verified before it joins: the kernel trusts the checksum of a
-//!   super-packet (it arrives as "checksum to be completed"), so a corrupted segment must stay
-//!   on its own, where the kernel drops it.
+//! - transport checksums are not verified, as Linux's WireGuard does not verify them: a packet
+//!   that opened under its peer's key was not changed on the way (Poly1305), so the kernel's
+//!   WireGuard hands every decrypted packet to the stack as `CHECKSUM_UNNECESSARY` at all
+//!   levels, and a super-packet arrives as "checksum to be completed", which the stack trusts
+//!   the same way. (Verifying them cost 1.2-1.5 % of both daemons' time under TCP.) A UDP
+//!   datagram without a checksum stays alone: a super-packet would give it one on our word.
 
 /// Length of `struct virtio_net_hdr`, in front of every packet written to the TUN.
 pub const VNET_HDR_LEN: usize = 10;
@@ -77,8 +80,6 @@ struct Group {
     next_seq: u32,
     /// No packet can join any more (PSH, a short segment, or a newer group of the flow).
     closed: bool,
-    /// The first packet's checksum has been verified (done at the first join only).
-    head_ok: bool,
 }
 
 /// Packets waiting to be written, coalesced where possible. No system calls here: the TUN
@@ -182,7 +183,6 @@ impl Gro {
             merged: 0,
             next_seq: c.seq.wrapping_add(c.payload as u32),
             closed: c.psh,
-            head_ok: false,
         });
         self.used += 1;
     }
@@ -226,16 +226,6 @@ impl Gro {
             {
                 return false;
             }
-        }
-        if !g.head_ok {
-            if !l4_checksum_ok(head, g.cand.iph_len, g.cand.key.proto, g.cand.key.v6) {
-                g.closed = true;
-                return false;
-            }
-            g.head_ok = true;
-        }
-        if !l4_checksum_ok(pkt, c.iph_len, c.key.proto, c.key.v6) {
-            return false;
         }
         buf.extend_from_slice(&pkt[hl..]);
         g.merged += 1;
@@ -323,7 +313,11 @@ fn candidate(pkt: &[u8], udp: bool) -> Option<Candidate> {
             (len, seq, flags & TCP_PSH != 0)
         }
         UDP if udp => {
-            if l4.len() < 8 || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len() {
+            // A zero checksum: none over IPv4, invalid over IPv6 (RFC 8200).
+            if l4.len() < 8
+                || usize::from(u16::from_be_bytes([l4[4], l4[5]])) != l4.len()
+                || l4[6..8] == [0, 0]
+            {
                 return None;
             }
             (8, 0, false)
@@ -429,18 +423,6 @@ fn write_vnet_hdr(b: &mut [u8], h: VnetHdr) {
     b[4..6].copy_from_slice(&h.gso_size.to_ne_bytes());
     b[6..8].copy_from_slice(&h.csum_start.to_ne_bytes());
     b[8..10].copy_from_slice(&h.csum_offset.to_ne_bytes());
-}
-
-/// Whether the TCP/UDP checksum of a packet is right.
-fn l4_checksum_ok(pkt: &[u8], iph_len: usize, proto: u8, v6: bool) -> bool {
-    let l4 = &pkt[iph_len..];
-    // A UDP/IPv4 datagram without a checksum (0) cannot be given one on our word; over IPv6
-    // a zero checksum is invalid, whatever the sum.
-    if proto == UDP && l4[6..8] == [0, 0] {
-        return false;
-    }
-    let sum = sum_bytes(l4, pseudo_header_sum(pkt, proto, v6, l4.len()));
-    fold(sum) == 0xffff
 }
 
 fn pseudo_header_sum(pkt: &[u8], proto: u8, v6: bool, l4_len: usize) -> u64 {
@@ -579,6 +561,13 @@ mod tests {
         out
     }
 
+    /// Whether the TCP/UDP checksum of a packet is right.
+    fn l4_checksum_ok(pkt: &[u8], iph_len: usize, proto: u8, v6: bool) -> bool {
+        let l4 = &pkt[iph_len..];
+        let sum = sum_bytes(l4, pseudo_header_sum(pkt, proto, v6, l4.len()));
+        fold(sum) == 0xffff
+    }
+
     /// What the kernel does with a super-packet, by the virtio-net header's rules: completes
     /// the checksum, then cuts the payload into `gso_size` pieces behind copies of the header,
     /// each with its own lengths and checksums (the sequence number advanced for TCP, PSH on the
@@ -651,11 +640,18 @@ mod tests {
     }
 
     /// A packet as compared: IPv4 ID and header checksum cleared (a super-packet carries its
-    /// first packet's; the kernel numbers the pieces itself).
+    /// first packet's; the kernel numbers the pieces itself), and the TCP/UDP checksum (the
+    /// kernel computes the pieces' afresh, also for a packet whose sender got it wrong).
     fn normalized(mut p: Vec<u8>) -> Vec<u8> {
         if p[0] >> 4 == 4 {
             p[4..6].fill(0);
             p[10..12].fill(0);
+        }
+        if let Some((iph, proto, _)) = ip_header(&p) {
+            let at = iph + if proto == TCP { 16 } else { 6 };
+            if (proto == TCP || proto == UDP) && p.len() >= at + 2 {
+                p[at..at + 2].fill(0);
+            }
         }
         p
     }
@@ -822,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_udp_datagram_with_a_zero_checksum_stays_apart() {
+    fn a_udp_datagram_with_a_zero_checksum_stays_apart() {
         let a = build(&spec(true, UDP, 9, 0, 0, vec![1; 8]));
         // Checksum field 0 and the last payload word chosen so that the sum is all ones:
         // "valid" by the arithmetic, invalid by RFC 8200.
@@ -834,6 +830,13 @@ mod tests {
         let rest = fold(sum_bytes(&b[40..], pseudo));
         b[end - 2..].copy_from_slice(&(0xffff - rest).to_be_bytes());
         assert_eq!(fold(sum_bytes(&b[40..], pseudo)), 0xffff);
+        let out = run(&mut Gro::new(8, true, true), &[a, b.clone()]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
+        // Over IPv4 a zero checksum means "none", which a super-packet would replace.
+        let a = build(&spec(false, UDP, 9, 0, 0, vec![1; 8]));
+        let mut b = build(&spec(false, UDP, 9, 0, 0, vec![2; 8]));
+        b[26..28].fill(0);
         let out = run(&mut Gro::new(8, true, true), &[a, b.clone()]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1][VNET_HDR_LEN..], b[..]);
@@ -879,27 +882,23 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupted_segment_is_written_alone_and_unchanged() {
-        let mut pkts: Vec<_> = (0..4u32)
-            .map(|i| build(&spec(true, TCP, 9, i * 100, TCP_ACK, vec![5; 100])))
-            .collect();
-        let last = pkts[2].len() - 1;
-        pkts[2][last] ^= 0x40;
-        let out = run(&mut Gro::new(8, true, true), &pkts);
-        let plain: Vec<_> = out
-            .iter()
-            .filter(|b| VnetHdr::parse(b).is_plain())
-            .map(|b| b[VNET_HDR_LEN..].to_vec())
-            .collect();
-        assert!(plain.contains(&pkts[2]));
-        // And a corrupted first packet takes nobody in.
-        let mut pkts: Vec<_> = (0..3u32)
-            .map(|i| build(&spec(false, TCP, 9, i * 100, TCP_ACK, vec![5; 100])))
-            .collect();
-        pkts[0][30] ^= 1;
-        let out = run(&mut Gro::new(8, true, true), &pkts);
-        assert_eq!(&out[0][VNET_HDR_LEN..], &pkts[0][..]);
-        assert!(VnetHdr::parse(&out[0]).is_plain());
+    fn a_segment_with_a_wrong_checksum_joins_as_linux_wireguard_passes_it() {
+        // The checksum of the third, then of the first segment wrong: the payloads come back
+        // whole from one super-packet whose own checksum is right.
+        for bad in [2, 0] {
+            let mut pkts: Vec<_> = (0..4u32)
+                .map(|i| build(&spec(bad == 2, TCP, 9, i * 100, TCP_ACK, vec![5; 100])))
+                .collect();
+            let last = pkts[bad].len() - 1;
+            pkts[bad][last] ^= 0x40;
+            let out = run(&mut Gro::new(8, true, true), &pkts);
+            assert_eq!(out.len(), 1, "segment {bad}");
+            let back = resegment(&out[0]);
+            assert_eq!(
+                back.into_iter().map(normalized).collect::<Vec<_>>(),
+                pkts.iter().cloned().map(normalized).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
@@ -1031,7 +1030,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Against the kernel's reading of the output: every packet comes back exactly once,
-        /// each flow's in the order it was pushed, packets with bad checksums untouched.
+        /// each flow's in the order it was pushed (packets with wrong checksums too).
         #[test]
         fn output_is_the_input_in_flow_order(
             steps in prop::collection::vec(step(), 1..120),
@@ -1049,11 +1048,6 @@ mod tests {
                     v.iter().filter(|p| flow(p) == *k).cloned().map(normalized).collect()
                 };
                 prop_assert_eq!(of(&back), of(&pkts));
-            }
-            for (s, p) in steps.iter().zip(&pkts) {
-                if matches!(s, Step::Corrupt { .. }) {
-                    prop_assert!(out.iter().any(|b| b[VNET_HDR_LEN..] == p[..]));
-                }
             }
         }
     }
