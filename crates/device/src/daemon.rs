@@ -1130,20 +1130,7 @@ pub fn run(opts: Options) -> i32 {
 /// start at normal priority (`SCHED_RESET_ON_FORK`). Without the right to (a container
 /// without CAP_SYS_NICE), the daemon runs on at normal priority.
 fn realtime_from_env(log: &Logger) -> Option<i32> {
-    const DEFAULT: i32 = 5;
-    let priority = match std::env::var("FERROWGD_RT_PRIORITY") {
-        Err(_) => DEFAULT,
-        Ok(v) if v.trim().is_empty() => DEFAULT,
-        Ok(v) => match v.trim().parse::<i32>() {
-            Ok(p) if (0..=99).contains(&p) => p,
-            _ => {
-                log.error(format!(
-                    "FERROWGD_RT_PRIORITY={v:?}: expected 0 (off) or 1-99; using {DEFAULT}"
-                ));
-                DEFAULT
-            }
-        },
-    };
+    let priority = number_from_env(log, "FERROWGD_RT_PRIORITY", 5, 0..=99, "0 (off) or 1-99");
     if priority == 0 {
         return None;
     }
@@ -1180,22 +1167,41 @@ fn realtime_from_env(log: &Logger) -> Option<i32> {
 /// ping unchanged (0.29-0.32 ms): 80 us takes most of the gain for a tenth of a millisecond
 /// of loaded latency; longer naps add latency and gain nothing more.
 fn nap_from_env(log: &Logger) -> Option<Duration> {
-    const DEFAULT_US: u64 = 80;
-    let us = match std::env::var("FERROWGD_NAP_US") {
-        Err(_) => DEFAULT_US,
-        Ok(v) if v.trim().is_empty() => DEFAULT_US,
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(us) if us <= 10_000 => us,
+    let us = number_from_env(
+        log,
+        "FERROWGD_NAP_US",
+        80,
+        0..=10_000,
+        "microseconds from 0 (off) to 10000",
+    );
+    (us > 0).then(|| Duration::from_micros(us))
+}
+
+/// The number in environment variable `name`, `default` when it is unset or empty; a value
+/// that is not a number in `range` is named in the log and replaced by the default.
+fn number_from_env<T>(
+    log: &Logger,
+    name: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &str,
+) -> T
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) if v.trim().is_empty() => default,
+        Ok(v) => match v.trim().parse::<T>() {
+            Ok(n) if range.contains(&n) => n,
             _ => {
                 log.error(format!(
-                    "FERROWGD_NAP_US={v:?}: expected microseconds from 0 (off) to 10000; \
-                     using {DEFAULT_US}"
+                    "{name}={v:?}: expected {expected}; using {default}"
                 ));
-                DEFAULT_US
+                default
             }
         },
-    };
-    (us > 0).then(|| Duration::from_micros(us))
+    }
 }
 
 /// `FERROWGD_IO=one` serves TUN and UDP on one thread, `split` on a TUN reader and a UDP
