@@ -323,8 +323,6 @@ struct TunSide {
     lane: Arc<Lane<SealWork>>,
     unreachable: Vec<usize>,
     icmp_buf: Vec<u8>,
-    /// Packets read since `io_loop` last asked (for its nap rule).
-    handled: usize,
 }
 
 impl TunSide {
@@ -350,7 +348,6 @@ impl TunSide {
             lane,
             unreachable: Vec::new(),
             icmp_buf: vec![0u8; 1500],
-            handled: 0,
         })
     }
 
@@ -365,12 +362,12 @@ impl TunSide {
         Ok(())
     }
 
-    /// Handles what is queued now, without waiting; whether there was anything.
-    fn step_nonblocking(&mut self) -> io::Result<bool> {
+    /// Handles what is queued now, without waiting: `None` if there was nothing, else the
+    /// number of packets read (0 when only other threads had left work pending).
+    fn step_nonblocking(&mut self) -> io::Result<Option<usize>> {
         let mut work = self.spare.get().unwrap_or_default();
         let n = self.reader.try_read(&mut work.packets)?.unwrap_or(0);
-        self.handled += n;
-        Ok(self.handle(work, n))
+        Ok(self.handle(work, n).then_some(n))
     }
 
     /// Routes the `n` packets read into `work` and seals them with whatever other threads
@@ -453,7 +450,8 @@ fn tun_gone(shared: &Shared, e: io::Error) -> ! {
 /// What one non-blocking turn of a UDP side did.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UdpStep {
-    Worked,
+    /// Handled a batch of this many messages.
+    Worked(usize),
     Empty,
     /// The socket was replaced (a new listen port): this side is done.
     Replaced,
@@ -473,8 +471,6 @@ struct UdpSide {
     /// the length of a handshake backlog, whatever the batch and GRO sizes.
     handshakes_since_empty: usize,
     messages_since_empty: usize,
-    /// Messages received since `io_loop` last asked (for its nap rule).
-    handled: usize,
 }
 
 impl UdpSide {
@@ -518,7 +514,6 @@ impl UdpSide {
             arena: SendArena::default(),
             handshakes_since_empty: 0,
             messages_since_empty: 0,
-            handled: 0,
         }
     }
 
@@ -545,6 +540,7 @@ impl UdpSide {
             Err(_) => 0,
         };
         let now = shared.now();
+        let mut messages = 0;
         let sockets = {
             let mut engine = shared.lock();
             if engine.socket_generation != self.generation {
@@ -560,7 +556,7 @@ impl UdpSide {
             for i in 0..n {
                 for d in batch.datagrams(i) {
                     self.messages_since_empty += 1;
-                    self.handled += 1;
+                    messages += 1;
                     if matches!(batch.buf(i)[d.start], 1 | 2) {
                         self.handshakes_since_empty += 1;
                     }
@@ -609,7 +605,7 @@ impl UdpSide {
             // A shut-down socket reads as "readable" with nothing in it: it was replaced.
             return UdpStep::Replaced;
         }
-        UdpStep::Worked
+        UdpStep::Worked(messages)
     }
 }
 
@@ -621,7 +617,7 @@ fn udp_reader(shared: Arc<Shared>, io: Arc<UdpIo>, generation: u64, dev: Arc<Tun
             return;
         }
         match side.step() {
-            UdpStep::Worked => {}
+            UdpStep::Worked(_) => {}
             UdpStep::Replaced => return,
             UdpStep::Empty => {
                 // A replaced socket is shut down: it polls readable with nothing to read, so
@@ -657,8 +653,10 @@ fn io_loop(shared: Arc<Shared>, dev: Arc<TunDevice>) {
         // which would stretch every nap; real-time threads have none.
         let _ = sys::set_timer_slack_ns(1_000);
     }
-    // Whether the loop has napped since it last found work (one nap per burst).
+    // Whether the loop has napped since it last found work (one nap per burst), and the
+    // packets handled since it last stopped to nap or wait.
     let mut napped = true;
+    let mut burst = 0usize;
     loop {
         if shared.shutdown.load(Ordering::Relaxed) {
             return;
@@ -680,12 +678,18 @@ fn io_loop(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             }
         }
         let mut busy = match tun.step_nonblocking() {
-            Ok(b) => b,
+            Ok(read) => {
+                burst += read.unwrap_or(0);
+                read.is_some()
+            }
             Err(e) => tun_gone(&shared, e),
         };
         for side in &mut udp {
             match side.step() {
-                UdpStep::Worked => busy = true,
+                UdpStep::Worked(messages) => {
+                    burst += messages;
+                    busy = true;
+                }
                 UdpStep::Empty => {}
                 UdpStep::Replaced => check_sockets = true,
             }
@@ -694,9 +698,7 @@ fn io_loop(shared: Arc<Shared>, dev: Arc<TunDevice>) {
             napped = false;
             continue;
         }
-        let handled = tun.handled + udp.iter().map(|u| u.handled).sum::<usize>();
-        tun.handled = 0;
-        udp.iter_mut().for_each(|u| u.handled = 0);
+        let handled = std::mem::take(&mut burst);
         if let Some(nap) = shared
             .nap
             .filter(|_| !napped && handled >= NAP_AFTER_PACKETS)
