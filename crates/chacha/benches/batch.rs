@@ -10,7 +10,9 @@ fn batches(c: &mut Criterion) {
         (8usize, 1420usize),
         (64, 1420),
         (8, 64),
+        (2, 1420),
         (3, 1420),
+        (4, 1420),
         (5, 1420),
     ] {
         let mut bufs: Vec<Vec<u8>> = (0..count).map(|i| vec![i as u8; len + TAG_LEN]).collect();

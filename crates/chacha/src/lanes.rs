@@ -6,19 +6,25 @@ use crate::chacha16::{keystream16, LaneInputs};
 use crate::poly8::tags8;
 use crate::{Key, Message, LANES, TAG_LEN};
 
-/// Where a lane's keystream block goes: block 0 of a message is its Poly1305 key, block
-/// b ≥ 1 encrypts bytes 64(b-1).. of its data.
+/// Consecutive lanes holding consecutive keystream blocks of one message: the `n` lanes from
+/// `lane` hold its blocks from `block` on. Block 0 of a message is its Poly1305 key, block
+/// b ≥ 1 encrypts bytes 64(b-1).. of its data. A round of sixteen lanes holds a few runs
+/// (a 1420-byte message is 24 blocks), so finding a message's bytes is paid per run, not
+/// per block.
 #[derive(Clone, Copy, Default)]
-struct Dest {
+struct Run {
     msg: usize,
+    lane: usize,
     block: u32,
+    n: usize,
 }
 
 /// Keystream blocks waiting for a lane, and the keystream of the last sixteen.
 struct Dealer<'k> {
     key: &'k Key,
     inputs: LaneInputs,
-    dest: [Dest; 16],
+    runs: [Run; 16],
+    n_runs: usize,
     queued: usize,
     keystream: [[u8; 64]; 16],
     poly_keys: [[u8; 32]; LANES],
@@ -76,25 +82,40 @@ impl<'k> Dealer<'k> {
         Dealer {
             key,
             inputs: LaneInputs::default(),
-            dest: [Dest::default(); 16],
+            runs: [Run::default(); 16],
+            n_runs: 0,
             queued: 0,
             keystream: [[0; 64]; 16],
             poly_keys: [[0; 32]; LANES],
         }
     }
 
+    /// Queues blocks `blocks` of message `msg`, running the kernel whenever all sixteen
+    /// lanes are taken.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn deal(&mut self, msgs: &mut [Message<'_>], msg: usize, blocks: core::ops::Range<u32>) {
         let counter = msgs[msg].counter;
-        for block in blocks {
-            let l = self.queued;
-            self.inputs.counter[l] = block;
-            self.inputs.nonce[0][l] = 0;
-            self.inputs.nonce[1][l] = counter as u32;
-            self.inputs.nonce[2][l] = (counter >> 32) as u32;
-            self.dest[l] = Dest { msg, block };
-            self.queued += 1;
+        let mut block = blocks.start;
+        while block < blocks.end {
+            let lane = self.queued;
+            let n = (16 - lane).min((blocks.end - block) as usize);
+            let lanes = lane..lane + n;
+            for (i, c) in self.inputs.counter[lanes.clone()].iter_mut().enumerate() {
+                *c = block + i as u32;
+            }
+            self.inputs.nonce[0][lanes.clone()].fill(0);
+            self.inputs.nonce[1][lanes.clone()].fill(counter as u32);
+            self.inputs.nonce[2][lanes].fill((counter >> 32) as u32);
+            self.runs[self.n_runs] = Run {
+                msg,
+                lane,
+                block,
+                n,
+            };
+            self.n_runs += 1;
+            self.queued += n;
+            block += n as u32;
             if self.queued == 16 {
                 self.flush(msgs);
             }
@@ -109,37 +130,59 @@ impl<'k> Dealer<'k> {
             return;
         }
         keystream16(&self.key.words, &self.inputs, &mut self.keystream);
-        for (dest, ks) in self.dest[..self.queued].iter().zip(&self.keystream) {
-            if dest.block == 0 {
-                self.poly_keys[dest.msg].copy_from_slice(&ks[..32]);
+        for run in &self.runs[..self.n_runs] {
+            let mut ks = &self.keystream[run.lane..run.lane + run.n];
+            let mut block = run.block;
+            if block == 0 {
+                self.poly_keys[run.msg].copy_from_slice(&ks[0][..32]);
+                ks = &ks[1..];
+                block = 1;
+            }
+            if ks.is_empty() {
                 continue;
             }
-            let msg = &mut msgs[dest.msg];
+            let msg = &mut msgs[run.msg];
             let data_len = msg.buf.len() - TAG_LEN;
-            let start = 64 * (dest.block as usize - 1);
-            let end = data_len.min(start + 64);
+            let start = 64 * (block as usize - 1);
+            let end = data_len.min(start + 64 * ks.len());
             let out = &mut msg.buf[start..end];
             match msg.plaintext {
-                // In place.
-                None => match out.first_chunk_mut::<64>() {
-                    Some(chunk) => xor64(chunk, ks),
-                    None => out.iter_mut().zip(ks).for_each(|(d, k)| *d ^= k),
-                },
+                None => xor_in_place(out, ks),
                 // From the plaintext, which ends with zeros up to the buffer's length.
-                Some(src) => {
-                    let src = src.get(start..).unwrap_or_default();
-                    match (out.first_chunk_mut::<64>(), src.first_chunk::<64>()) {
-                        (Some(chunk), Some(src)) => xor64_from(chunk, src, ks),
-                        _ => {
-                            for (i, (d, k)) in out.iter_mut().zip(ks).enumerate() {
-                                *d = k ^ src.get(i).copied().unwrap_or(0);
-                            }
-                        }
-                    }
-                }
+                Some(src) => xor_from(out, src.get(start..).unwrap_or_default(), ks),
             }
         }
+        self.n_runs = 0;
         self.queued = 0;
+    }
+}
+
+/// `out ^= keystream`, `out` no longer than the keystream.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn xor_in_place(out: &mut [u8], ks: &[[u8; 64]]) {
+    let whole = out.len() / 64;
+    let (full, rest) = out.split_at_mut(64 * whole);
+    for (chunk, k) in full.chunks_exact_mut(64).zip(ks) {
+        xor64(chunk.try_into().unwrap(), k);
+    }
+    if let Some(k) = ks.get(whole) {
+        rest.iter_mut().zip(k).for_each(|(d, k)| *d ^= k);
+    }
+}
+
+/// `out = src ^ keystream`, where `src` may end early: it reads as zeros beyond its end.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn xor_from(out: &mut [u8], src: &[u8], ks: &[[u8; 64]]) {
+    let whole = out.len().min(src.len()) / 64;
+    let (full, rest) = out.split_at_mut(64 * whole);
+    for ((chunk, s), k) in full.chunks_exact_mut(64).zip(src.chunks_exact(64)).zip(ks) {
+        xor64_from(chunk.try_into().unwrap(), s.try_into().unwrap(), k);
+    }
+    let src = &src[64 * whole..];
+    for (i, d) in rest.iter_mut().enumerate() {
+        *d = ks[whole + i / 64][i % 64] ^ src.get(i).copied().unwrap_or(0);
     }
 }
 
