@@ -6,13 +6,27 @@
 
 use core::arch::x86_64::*;
 
-use crate::simd::{load_u32, store};
+use crate::simd::store;
 
-/// What differs between lanes: the block counter (state word 12) and the nonce (words 13-15).
-#[derive(Default, Clone, Copy)]
+/// What differs between lanes, one 32-bit lane per block: the block counter (state word 12)
+/// and the nonce (words 13-15). Kept in registers: the dealer fills lanes with blends, which
+/// cost less than masked stores into memory.
+#[derive(Clone, Copy)]
 pub struct LaneInputs {
-    pub counter: [u32; 16],
-    pub nonce: [[u32; 16]; 3],
+    pub counter: __m512i,
+    pub nonce: [__m512i; 3],
+}
+
+impl LaneInputs {
+    /// All lanes: counter 0, nonce 0.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn zero() -> LaneInputs {
+        LaneInputs {
+            counter: _mm512_setzero_si512(),
+            nonce: [_mm512_setzero_si512(); 3],
+        }
+    }
 }
 
 macro_rules! quarter_round {
@@ -30,7 +44,7 @@ macro_rules! quarter_round {
 
 /// Writes the keystream block of every lane: `out[l]` is lane `l`'s 64 bytes.
 #[target_feature(enable = "avx512f")]
-pub fn keystream16(key: &[u32; 8], lanes: &LaneInputs, out: &mut [[u8; 64]; 16]) {
+pub fn keystream16(key: &[u32; 8], lanes: LaneInputs, out: &mut [[u8; 64]; 16]) {
     let init = [
         _mm512_set1_epi32(0x6170_7865),
         _mm512_set1_epi32(0x3320_646e),
@@ -44,10 +58,10 @@ pub fn keystream16(key: &[u32; 8], lanes: &LaneInputs, out: &mut [[u8; 64]; 16])
         _mm512_set1_epi32(key[5] as i32),
         _mm512_set1_epi32(key[6] as i32),
         _mm512_set1_epi32(key[7] as i32),
-        load_u32(&lanes.counter),
-        load_u32(&lanes.nonce[0]),
-        load_u32(&lanes.nonce[1]),
-        load_u32(&lanes.nonce[2]),
+        lanes.counter,
+        lanes.nonce[0],
+        lanes.nonce[1],
+        lanes.nonce[2],
     ];
     let mut x = init;
     for _ in 0..10 {
@@ -104,6 +118,7 @@ fn transpose4(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> [__m512i; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::load_u32;
 
     #[test]
     fn rfc8439_block_function_in_every_lane() {
@@ -121,25 +136,32 @@ mod tests {
             0xe883d0cb, 0x4e3c50a2,
         ];
         // Lane 5 carries the RFC block; the others other counters, to see they do not bleed.
-        let mut lanes = LaneInputs::default();
-        for l in 0..16 {
-            lanes.counter[l] = if l == 5 { 1 } else { 100 + l as u32 };
-            lanes.nonce[0][l] = 0x0900_0000;
-            lanes.nonce[1][l] = 0x4a00_0000;
-            lanes.nonce[2][l] = 0;
+        let mut counter = [0u32; 16];
+        for (l, c) in counter.iter_mut().enumerate() {
+            *c = if l == 5 { 1 } else { 100 + l as u32 };
         }
+        let nonce = [[0x0900_0000u32; 16], [0x4a00_0000; 16], [0; 16]];
+        // SAFETY: the CPU has AVX-512F (checked above).
+        let mut lanes = unsafe {
+            LaneInputs {
+                counter: load_u32(&counter),
+                nonce: nonce.map(|w| load_u32(&w)),
+            }
+        };
         let mut out = [[0u8; 64]; 16];
         // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { keystream16(&key, &lanes, &mut out) };
+        unsafe { keystream16(&key, lanes, &mut out) };
         let got: [u32; 16] = core::array::from_fn(|w| {
             u32::from_le_bytes(out[5][4 * w..4 * w + 4].try_into().unwrap())
         });
         assert_eq!(got, expected_words);
         // Lane 7 (counter 107) is the same computation as lane 5 with another counter.
-        lanes.counter[5] = 107;
+        counter[5] = 107;
+        // SAFETY: as above.
+        lanes.counter = unsafe { load_u32(&counter) };
         let mut again = [[0u8; 64]; 16];
         // SAFETY: as above.
-        unsafe { keystream16(&key, &lanes, &mut again) };
+        unsafe { keystream16(&key, lanes, &mut again) };
         assert_eq!(again[5], out[7]);
         assert_ne!(out[7], out[5]);
     }

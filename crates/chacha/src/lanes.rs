@@ -2,6 +2,10 @@
 //! ChaCha20 blocks of all messages are dealt out sixteen at a time to the lanes of
 //! [`keystream16`], the Poly1305 of the eight messages runs in the lanes of [`tags8`].
 
+use core::arch::x86_64::{
+    _mm512_add_epi32, _mm512_mask_mov_epi32, _mm512_set1_epi32, _mm512_set_epi32,
+};
+
 use crate::chacha16::{keystream16, LaneInputs};
 use crate::poly8::tags8;
 use crate::{Key, Message, LANES, TAG_LEN};
@@ -78,10 +82,12 @@ fn data_blocks(msg: &Message<'_>) -> u32 {
 }
 
 impl<'k> Dealer<'k> {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     fn new(key: &'k Key) -> Self {
         Dealer {
             key,
-            inputs: LaneInputs::default(),
+            inputs: LaneInputs::zero(),
             runs: [Run::default(); 16],
             n_runs: 0,
             queued: 0,
@@ -100,13 +106,17 @@ impl<'k> Dealer<'k> {
         while block < blocks.end {
             let lane = self.queued;
             let n = (16 - lane).min((blocks.end - block) as usize);
-            let lanes = lane..lane + n;
-            for (i, c) in self.inputs.counter[lanes.clone()].iter_mut().enumerate() {
-                *c = block + i as u32;
-            }
-            self.inputs.nonce[0][lanes.clone()].fill(0);
-            self.inputs.nonce[1][lanes.clone()].fill(counter as u32);
-            self.inputs.nonce[2][lanes].fill((counter >> 32) as u32);
+            // Lanes lane..lane + n: counters block.., the message's nonce. Nonce word 0 is
+            // zero in every WireGuard nonce and stays as `LaneInputs::zero` left it.
+            let mask = (((1u32 << n) - 1) << lane) as u16;
+            let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+            let first = _mm512_set1_epi32(block.wrapping_sub(lane as u32) as i32);
+            let inputs = &mut self.inputs;
+            let blend = |old, v| _mm512_mask_mov_epi32(old, mask, v);
+            inputs.counter = blend(inputs.counter, _mm512_add_epi32(first, iota));
+            let (lo, hi) = (counter as u32 as i32, (counter >> 32) as u32 as i32);
+            inputs.nonce[1] = blend(inputs.nonce[1], _mm512_set1_epi32(lo));
+            inputs.nonce[2] = blend(inputs.nonce[2], _mm512_set1_epi32(hi));
             self.runs[self.n_runs] = Run {
                 msg,
                 lane,
@@ -129,7 +139,7 @@ impl<'k> Dealer<'k> {
         if self.queued == 0 {
             return;
         }
-        keystream16(&self.key.words, &self.inputs, &mut self.keystream);
+        keystream16(&self.key.words, self.inputs, &mut self.keystream);
         for run in &self.runs[..self.n_runs] {
             let mut ks = &self.keystream[run.lane..run.lane + run.n];
             let mut block = run.block;

@@ -20,6 +20,7 @@ pub fn store(v: __m512i, bytes: &mut [u8; 64]) {
     unsafe { _mm512_storeu_si512(bytes.as_mut_ptr().cast(), v) }
 }
 
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub fn load_u32(words: &[u32; 16]) -> __m512i {
