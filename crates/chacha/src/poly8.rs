@@ -131,7 +131,7 @@ impl Lanes {
     }
 
     /// Absorbs four consecutive blocks in every lane with one reduction:
-    /// h = (h + m0)·r⁴ + m1·r³ + m2·r² + m3·r, which is (((h + m0)·r + m1)·r + m2)·r + m3)·r.
+    /// h = (h + m0)·r⁴ + m1·r³ + m2·r² + m3·r, which is ((((h + m0)·r + m1)·r + m2)·r + m3)·r.
     /// `w[2k]` / `w[2k + 1]` are the low / high halves of block k. The products of m1..m3
     /// do not depend on h, so they run ahead while the previous step's reduction finishes;
     /// the one that does comes last.
@@ -193,8 +193,8 @@ fn zeros() -> [__m512i; 6] {
     [_mm512_setzero_si512(); 6]
 }
 
-/// Products (up to four accumulated sets of them) back to limbs of 44/44/42 bits (the middle one may
-/// keep a carry bit), modulo 2^130 - 5.
+/// Products (up to sixteen accumulated sets; `four_blocks` adds four) back to limbs of
+/// 44/44/42 bits (the middle one may keep a carry bit), modulo 2^130 - 5.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn reduce(p: [__m512i; 6]) -> [__m512i; 3] {

@@ -144,6 +144,77 @@ proptest! {
     }
 }
 
+/// The cases a random batch reaches only by chance, in one group of eight (the multi-buffer
+/// path where the CPU has it): an empty message, separate plaintexts that are empty or end
+/// blocks before their buffer does, lengths around a block, and messages whose runs of
+/// ChaCha20 blocks straddle the sixteen-lane steps.
+#[test]
+fn edge_cases_of_one_group_match_ring() {
+    let key = [0x5au8; 32];
+    let k = Key::new(&key);
+    // (plaintext length, zero padding after it, sealed from a separate plaintext)
+    let cases: [(usize, usize, bool); 8] = [
+        (0, 0, false),
+        (0, 70, true),
+        (200, 130, true),
+        (1420, 0, true),
+        (1, 15, false),
+        (63, 1, true),
+        (64, 0, false),
+        (1421, 3, true),
+    ];
+    let plaintexts: Vec<Vec<u8>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, _, _))| (0..n).map(|b| (b * 13 + i) as u8).collect())
+        .collect();
+    let mut bufs: Vec<Vec<u8>> = cases
+        .iter()
+        .zip(&plaintexts)
+        .map(|(&(n, pad, separate), p)| {
+            let mut b = vec![0xee; n + pad + TAG_LEN];
+            if !separate {
+                b.fill(0);
+                b[..n].copy_from_slice(p);
+            }
+            b
+        })
+        .collect();
+    let mut msgs: Vec<Message> = bufs
+        .iter_mut()
+        .zip(&cases)
+        .zip(&plaintexts)
+        .enumerate()
+        .map(|(i, ((buf, &(_, _, separate)), p))| Message {
+            counter: 1000 + i as u64,
+            buf,
+            plaintext: separate.then_some(&p[..]),
+        })
+        .collect();
+    seal_many(&k, &mut msgs);
+    for (i, ((&(n, pad, _), p), sealed)) in cases.iter().zip(&plaintexts).zip(&bufs).enumerate() {
+        let mut padded = p.clone();
+        padded.resize(n + pad, 0);
+        assert_eq!(
+            sealed,
+            &ring_seal(&key, 1000 + i as u64, &padded),
+            "message {i}"
+        );
+    }
+    let mut ok = [false; 8];
+    let mut msgs: Vec<Message> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, buf)| Message::new(1000 + i as u64, buf))
+        .collect();
+    open_many(&k, &mut msgs, &mut ok);
+    assert_eq!(ok, [true; 8]);
+    for (i, ((&(n, pad, _), p), opened)) in cases.iter().zip(&plaintexts).zip(&bufs).enumerate() {
+        assert_eq!(&opened[..n], &p[..], "message {i}");
+        assert!(opened[n..n + pad].iter().all(|&b| b == 0), "message {i}");
+    }
+}
+
 #[test]
 fn a_buffer_shorter_than_a_tag_fails_to_open_and_spares_the_others() {
     let key = [9u8; 32];
