@@ -15,7 +15,9 @@
 #[path = "../../crates/device/src/gro.rs"]
 mod gro;
 
-use gro::{fold, sum_bytes, Gro, VnetHdr, MAX_GROUP, MAX_SEGMENTS, VNET_HDR_LEN};
+use gro::{
+    fold, pseudo_header_sum, sum_bytes, Gro, VnetHdr, MAX_GROUP, MAX_SEGMENTS, VNET_HDR_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 // Input: a mode byte (bits 0-3: queue capacity - 1; bit 4: UDP super-packets allowed; bit 5:
@@ -53,8 +55,7 @@ fn resegment(pkt: &[u8], h: &VnetHdr, n: usize) -> Vec<Vec<u8>> {
                 start + 6
             };
             p[at..at + 2].fill(0);
-            let addrs = if v6 { &p[8..40] } else { &p[12..20] };
-            let pseudo = sum_bytes(addrs, u64::from(proto) + (len - start) as u64);
+            let pseudo = pseudo_header_sum(&p, proto, v6, len - start);
             let c = !fold(sum_bytes(&p[start..], pseudo));
             p[at..at + 2].copy_from_slice(&c.to_be_bytes());
             p
@@ -117,8 +118,7 @@ fn partial_checksum_ok(pkt: &[u8], h: &VnetHdr) -> bool {
     p[at..at + 2].copy_from_slice(&completed.to_be_bytes());
     let v6 = p[0] >> 4 == 6;
     let proto = if v6 { p[6] } else { p[9] };
-    let addrs = if v6 { &p[8..40] } else { &p[12..20] };
-    let pseudo = sum_bytes(addrs, u64::from(proto) + (p.len() - start) as u64);
+    let pseudo = pseudo_header_sum(&p, proto, v6, p.len() - start);
     fold(sum_bytes(&p[start..], pseudo)) == 0xffff
 }
 

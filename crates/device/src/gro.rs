@@ -425,7 +425,9 @@ fn write_vnet_hdr(b: &mut [u8], h: VnetHdr) {
     b[8..10].copy_from_slice(&h.csum_offset.to_ne_bytes());
 }
 
-fn pseudo_header_sum(pkt: &[u8], proto: u8, v6: bool, l4_len: usize) -> u64 {
+/// The ones'-complement sum (unfolded) of the TCP/UDP pseudo-header of `pkt` for a transport
+/// part of `l4_len` bytes.
+pub fn pseudo_header_sum(pkt: &[u8], proto: u8, v6: bool, l4_len: usize) -> u64 {
     let addrs = if v6 { &pkt[8..40] } else { &pkt[12..20] };
     sum_bytes(addrs, u64::from(proto) + l4_len as u64)
 }
